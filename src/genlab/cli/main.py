@@ -1,0 +1,217 @@
+"""`genlab` command line: parses words, calls the Python API, prints. No logic of its own."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Any, Sequence
+
+from genlab.errors import GenlabError
+
+
+def _add_data_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-root", metavar="DIR", help="folder holding mnist/, fashion-mnist/, cifar10/ (default: $GENLAB_DATA or ./data)")
+    p.add_argument("--data-option", metavar="KEY=VALUE", action="append", default=[],
+                   help="loader option, e.g. resize=32, grayscale=true, target=label (repeatable)")
+
+
+def _add_train_options(p: argparse.ArgumentParser) -> None:
+    from genlab.train import TrainConfig
+
+    group = p.add_argument_group("training (genlab.fit keywords)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        if hints[f.name] is bool:
+            group.add_argument(flag, dest=f"train_{f.name}", action=argparse.BooleanOptionalAction, default=None,
+                               help=f"(default: {f.default})")
+        else:
+            group.add_argument(flag, dest=f"train_{f.name}", metavar=f.name.upper(), default=None, help=f"(default: {f.default})")
+
+
+def _train_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {k[len("train_"):]: v for k, v in vars(args).items() if k.startswith("train_") and v is not None}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="genlab", description="Deep generative models: train, sample, evaluate, look.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    sub.add_parser("list", help="models and datasets, a line each", description="List registered models and known datasets.")
+
+    p = sub.add_parser("train", help="train a model", description="Train MODEL on --data; writes a run directory.")
+    p.add_argument("model", help="model name (see `genlab list`)")
+    p.add_argument("--data", default="digits", help="dataset name or path (default: digits)")
+    _add_data_options(p)
+    p.add_argument("--set", metavar="FIELD=VALUE", action="append", default=[], help="model config field, e.g. --set latent_dim=16 (repeatable)")
+    p.add_argument("--out", metavar="DIR", help="run directory (default: runs/MODEL-DATA, numbered if taken)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    _add_train_options(p)
+
+    p = sub.add_parser("sample", help="draw samples from a trained run", description="Sample from RUN and write a grid/plot.")
+    p.add_argument("run", help="run directory")
+    p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--out", metavar="FILE", default=None, help="picture to write (default: RUN/sample.png); .pt/.npy also save the tensor")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ema", action="store_true", help="use the trained weights, not their EMA")
+    p.add_argument("--device", default=None)
+
+    p = sub.add_parser("eval", help="evaluate a trained run", description="FID, KID, precision, recall against held-out data, and the likelihood.")
+    p.add_argument("run", help="run directory")
+    p.add_argument("--extractor", default=None, help="feature extractor: a dataset name with shipped weights (digits), a .safetensors classifier or pytorch-fid's Inception .pth")
+    p.add_argument("-n", type=int, default=None, help="samples to draw (default: as many as the held-out split)")
+    p.add_argument("--split", default="test", choices=("test", "val", "train"))
+    p.add_argument("--baseline", action="append", default=[], choices=("gmm",), help="also evaluate a baseline fitted to the same training data")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ema", action="store_true")
+    p.add_argument("--device", default=None)
+    _add_data_options(p)
+
+    p = sub.add_parser("info", help="what a run holds", description="Config, last metrics and the pictures of a run.")
+    p.add_argument("run", help="run directory")
+    return parser
+
+
+def _data_options(args: argparse.Namespace) -> dict[str, Any]:
+    from genlab.config import parse_assignments
+
+    options: dict[str, Any] = parse_assignments(args.data_option)
+    if args.data_root:
+        options["root"] = args.data_root
+    return options
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    import genlab.data
+    from genlab import registry
+
+    print("models:")
+    for e in registry.entries():
+        if e.family != "test":
+            print(f"  {e.name:<16} {e.family:<14} {e.summary}")
+    print("datasets:")
+    for name, summary in genlab.data.list_datasets():
+        print(f"  {name:<16} {summary}")
+
+
+def _default_out(model: str, data: str) -> Path:
+    stem = f"{model}-{Path(data).stem if ('/' in data or '.' in data) else data}"
+    out = Path("runs") / stem
+    k = 2
+    while (out / "state.pt").exists():
+        out = Path("runs") / f"{stem}-{k}"
+        k += 1
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    import genlab
+    from genlab.config import parse_assignments
+
+    data = genlab.data.load(args.data, **_data_options(args))
+    out = Path(args.out) if args.out else _default_out(args.model, args.data)
+    fields = parse_assignments(args.set)
+    if args.resume:
+        from genlab.train import read_run_config
+
+        saved = read_run_config(out)
+        fields = {**saved["model_config"], **fields}
+    model = genlab.create(args.model, data=data, **fields)
+    print(f"training {model.name} on {data!r} -> {out}")
+    run = genlab.fit(model, data, out=out, resume=args.resume, **_train_options(args))
+    last = next((r for r in reversed(run.history) if r["split"] == "train"), {})
+    terms = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k not in ("step", "split", "lr", "examples_per_s"))
+    print(f"done: {run.step} steps; last logged {terms}")
+    paths = run.paths
+    print("wrote:")
+    print(f"  samples      {paths.final_samples}")
+    print(f"  curves       {paths.curves}")
+    print(f"  weights      {paths.weights}" + (f" and {paths.ema_weights.name}" if paths.ema_weights.exists() else ""))
+    print(f"  metrics      {paths.metrics}")
+    print(f"  config       {paths.config}")
+    print(f"next: genlab sample {out} -n 64 --out grid.png;  genlab eval {out};  genlab info {out}")
+
+
+def cmd_sample(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
+    import genlab
+    from genlab.viz import plot_samples
+
+    model = genlab.load(args.run, ema=not args.no_ema, device=args.device)
+    x = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).float().cpu()
+    out = Path(args.out) if args.out else Path(args.run) / "sample.png"
+    if out.suffix == ".pt":
+        torch.save(x, out)
+    elif out.suffix == ".npy":
+        np.save(out, x.numpy())
+    else:
+        plot_samples(x, model.spec, out)
+    print(f"wrote {args.n} samples of shape {tuple(x.shape[1:])} to {out}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from genlab.metrics.evaluate_run import evaluate_run, format_report
+
+    report = evaluate_run(
+        args.run, extractor=args.extractor, n=args.n, split=args.split, baselines=args.baseline,
+        seed=args.seed, ema=not args.no_ema, device=args.device, data_options=_data_options(args),
+    )
+    print(format_report(report))
+    print(f"wrote {Path(args.run) / 'eval.json'}")
+
+
+def cmd_info(args: argparse.Namespace) -> None:
+    from genlab.train import RunPaths, read_metrics, read_run_config
+
+    cfg = read_run_config(args.run)
+    paths = RunPaths(Path(args.run))
+    print(f"run      {paths.root}")
+    print(f"model    {cfg['model']}  {cfg['model_config']}")
+    print(f"data     {cfg['data']}  shape {tuple(cfg['data_spec']['shape'])}")
+    rows = read_metrics(args.run)
+    train_rows = [r for r in rows if r.get("split") == "train"]
+    if train_rows:
+        last = train_rows[-1]
+        print(f"step     {last['step']} of {cfg['train']['max_steps']}")
+        print("train    " + ", ".join(f"{k}={v:.4g}" for k, v in last.items() if isinstance(v, float)))
+    val_rows = [r for r in rows if r.get("split") == "val"]
+    if val_rows:
+        print("val      " + ", ".join(f"{k}={v:.4g}" for k, v in val_rows[-1].items() if isinstance(v, float)))
+    if (paths.root / "eval.json").is_file():
+        import json
+
+        ev = json.loads((paths.root / "eval.json").read_text())
+        print("eval     " + ", ".join(f"{k}={v:.4g}" for k, v in ev.get("model", {}).items() if isinstance(v, float)))
+    if train_rows and not paths.curves.is_file():
+        from genlab.viz import plot_training_curves
+
+        plot_training_curves(rows, paths.curves)
+    pictures = sorted(p for p in paths.root.rglob("*.png"))
+    print("pictures")
+    for p in pictures:
+        print(f"  {p}")
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        COMMANDS[args.command](args)
+    except GenlabError as exc:
+        print(f"genlab {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"genlab {args.command}: interrupted" + ("; continue with --resume" if args.command == "train" else ""), file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

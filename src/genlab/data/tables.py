@@ -1,0 +1,248 @@
+"""Tables: a reversible encoder between DataFrames and float vectors, and table datasets.
+
+`TableEncoder` maps each row of a DataFrame to one vector:
+
+- a numeric column c becomes one coordinate (x_c - mean_c) / std_c (population std; a constant
+  column keeps std 1);
+- a categorical column (category, object/string or bool dtype) with categories (k_1..k_m)
+  becomes a one-hot block of m coordinates.
+
+`decode` inverts it: de-standardise numeric coordinates (rounded back for integer columns), and
+take the argmax of each one-hot block, so a model's continuous output decodes to valid rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import Tensor
+
+from genlab.data.dataset import DataSpec, Dataset
+from genlab.data.splits import seeded_splits
+from genlab.errors import DataError
+
+# Encoded tables get value_range (-5, 5), widened to whole numbers that cover the data when some
+# standardised value lies further out (long-tailed columns reach 10 or more std).
+TABLE_VALUE_RANGE = (-5.0, 5.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnInfo:
+    """Where a column lives in the encoded vector, and how to map it back.
+
+    kind "numeric": coordinate `start` holds (x - mean) / std; `integer` columns are rounded on
+    decode. kind "categorical": coordinates start..stop-1 are one-hot over `categories`.
+    dtype: the column's pandas dtype as a string ("int64", "float64", "category", "object", "bool").
+    """
+
+    name: str
+    kind: Literal["numeric", "categorical"]
+    start: int
+    stop: int
+    dtype: str
+    mean: float | None = None
+    std: float | None = None
+    integer: bool = False
+    categories: tuple[Any, ...] | None = None
+    ordered: bool = False
+
+    @property
+    def width(self) -> int:
+        return self.stop - self.start
+
+
+def find_missing(frame: pd.DataFrame, where: str) -> None:
+    """Raise DataError naming the columns and counting the rows with NaN or infinite values."""
+    bad = frame.isna()
+    numeric = frame.select_dtypes(include="number")
+    if not numeric.empty:
+        bad[numeric.columns] |= ~np.isfinite(numeric.to_numpy(dtype=float))
+    if bad.to_numpy().any():
+        columns = [str(c) for c in frame.columns[bad.any(axis=0).to_numpy()]]
+        rows = int(bad.any(axis=1).sum())
+        shown = ", ".join(columns[:10]) + (", ..." if len(columns) > 10 else "")
+        raise DataError(
+            f"{where} has missing or infinite values in {len(columns)} column(s) ({shown}), "
+            f"{rows} of {len(frame)} rows; drop those rows (frame.dropna()) or fill them (frame.fillna(...)) first"
+        )
+
+
+def _is_categorical(series: pd.Series) -> bool:
+    return (
+        isinstance(series.dtype, pd.CategoricalDtype)
+        or pd.api.types.is_bool_dtype(series.dtype)
+        or not pd.api.types.is_numeric_dtype(series.dtype)
+    )
+
+
+def _sorted_unique(series: pd.Series) -> tuple[Any, ...]:
+    values = pd.unique(series)
+    try:
+        return tuple(sorted(values))
+    except TypeError:  # mixed types: order by their text
+        return tuple(sorted(values, key=str))
+
+
+class TableEncoder:
+    """Standardise numeric columns and one-hot encode categorical ones; decode back to a frame.
+
+    >>> frame = pd.DataFrame({"size": [1.0, 2.0, 3.0], "colour": ["red", "blue", "red"]})
+    >>> enc = TableEncoder().fit(frame)
+    >>> enc.dim, [c.kind for c in enc.columns]
+    (3, ['numeric', 'categorical'])
+    >>> enc.decode(enc.encode(frame, dtype=torch.float64)).equals(frame)
+    True
+    """
+
+    def __init__(self) -> None:
+        self.columns: list[ColumnInfo] = []
+
+    @property
+    def dim(self) -> int:
+        """D, the length of an encoded row."""
+        return self.columns[-1].stop if self.columns else 0
+
+    @property
+    def column_names(self) -> list[str]:
+        return [c.name for c in self.columns]
+
+    def column(self, name: str) -> ColumnInfo:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise DataError(f"no column {name!r}; columns are {', '.join(map(str, self.column_names))}")
+
+    def fit(self, frame: pd.DataFrame) -> "TableEncoder":
+        """Learn means and stds of numeric columns and the categories of the others."""
+        if len(frame) == 0 or frame.shape[1] == 0:
+            raise DataError("cannot fit a table encoder on an empty table")
+        find_missing(frame, "the table")
+        columns, start = [], 0
+        for name in frame.columns:
+            series = frame[name]
+            if _is_categorical(series):
+                if isinstance(series.dtype, pd.CategoricalDtype):
+                    categories, ordered = tuple(series.cat.categories), bool(series.cat.ordered)
+                else:
+                    categories, ordered = _sorted_unique(series), False
+                info = ColumnInfo(str(name), "categorical", start, start + len(categories), str(series.dtype),
+                                  categories=categories, ordered=ordered)
+            else:
+                values = series.to_numpy(dtype=np.float64)
+                std = float(values.std())
+                info = ColumnInfo(str(name), "numeric", start, start + 1, str(series.dtype),
+                                  mean=float(values.mean()), std=std if std > 0 and math.isfinite(std) else 1.0,
+                                  integer=pd.api.types.is_integer_dtype(series.dtype))
+            columns.append(info)
+            start = info.stop
+        self.columns = columns
+        return self
+
+    def encode(self, frame: pd.DataFrame, dtype: torch.dtype = torch.float32) -> Tensor:
+        """Rows of `frame` -> (N, D) tensor: standardised numbers and one-hot blocks."""
+        self._check_fitted()
+        missing = [c.name for c in self.columns if c.name not in frame.columns.astype(str)]
+        if missing:
+            raise DataError(f"table lacks column(s) {', '.join(missing)} the encoder was fitted on")
+        frame = frame.set_axis(frame.columns.astype(str), axis=1)
+        out = np.zeros((len(frame), self.dim), dtype=np.float64)
+        for c in self.columns:
+            series = frame[c.name]
+            if c.kind == "numeric":
+                if _is_categorical(series):
+                    raise DataError(f"column {c.name!r} was numeric when fitted but holds {series.dtype} values now")
+                out[:, c.start] = (series.to_numpy(dtype=np.float64) - c.mean) / c.std
+            else:
+                codes = pd.Index(list(c.categories), dtype=object).get_indexer(series.astype(object))
+                if (codes < 0).any():
+                    unknown = sorted({str(v) for v in series[codes < 0]})[:5]
+                    raise DataError(f"column {c.name!r} has values unseen when the encoder was fitted: {', '.join(unknown)}")
+                out[np.arange(len(frame)), c.start + codes] = 1.0
+        return torch.from_numpy(out).to(dtype)
+
+    def decode(self, x: Tensor | np.ndarray) -> pd.DataFrame:
+        """(N, D) vectors -> DataFrame with the fitted columns and dtypes.
+
+        Numeric: x * std + mean, rounded for integer columns. Categorical: the category of the
+        largest coordinate in its one-hot block (argmax), so any real vector decodes to a valid row.
+        """
+        self._check_fitted()
+        x = x.detach().cpu().double().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise DataError(f"table encoder decodes (N, {self.dim}) arrays, got shape {tuple(x.shape)}")
+        data = {}
+        for c in self.columns:
+            if c.kind == "numeric":
+                values = x[:, c.start] * c.std + c.mean
+                if c.integer:
+                    info = np.iinfo(np.dtype(c.dtype))
+                    values = np.clip(np.rint(values), info.min, info.max)
+                data[c.name] = pd.Series(values).astype(c.dtype)
+            else:
+                picked = np.asarray(c.categories, dtype=object)[x[:, c.start : c.stop].argmax(1)]
+                if c.dtype == "category":
+                    data[c.name] = pd.Categorical(picked, categories=list(c.categories), ordered=c.ordered)
+                else:
+                    data[c.name] = pd.Series(picked, dtype=object).astype(c.dtype)
+        return pd.DataFrame(data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able description (categories must be JSON values) that `from_dict` restores."""
+        def plain(v: Any) -> Any:
+            return v.item() if isinstance(v, np.generic) else v
+
+        return {"columns": [dataclasses.asdict(c) | {"categories": None if c.categories is None else [plain(v) for v in c.categories]}
+                            for c in self.columns]}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TableEncoder":
+        enc = cls()
+        enc.columns = [ColumnInfo(**(c | {"categories": None if c["categories"] is None else tuple(c["categories"])}))
+                       for c in d["columns"]]
+        return enc
+
+    def _check_fitted(self) -> None:
+        if not self.columns:
+            raise DataError("table encoder is not fitted; call fit(frame) first")
+
+    def __repr__(self) -> str:
+        kinds = [c.kind for c in self.columns]
+        return f"TableEncoder({kinds.count('numeric')} numeric, {kinds.count('categorical')} categorical columns, dim={self.dim})"
+
+
+def table_dataset(frame: pd.DataFrame, *, name: str, target: str | None = None, seed: int = 0,
+                  where: str | None = None) -> Dataset:
+    """Encode a whole frame (target column included, so a model learns the joint) as a table dataset.
+
+    storage: (N, D) float32 from a `TableEncoder` fitted on `frame`; labels: the category index of
+    `target` (which must be categorical) or None; splits: `seeded_splits(N, seed)`;
+    value_range: `TABLE_VALUE_RANGE` widened to cover the data.
+    """
+    find_missing(frame, where or f"table {name!r}")
+    frame = frame.reset_index(drop=True)
+    encoder = TableEncoder().fit(frame)
+    storage = encoder.encode(frame)
+    labels, class_names = None, None
+    if target is not None:
+        info = encoder.column(str(target))
+        if info.kind != "categorical":
+            raise DataError(f"target column {target!r} must hold class labels (categorical), it is numeric ({info.dtype})")
+        labels = torch.from_numpy(pd.Index(list(info.categories), dtype=object).get_indexer(frame[target].astype(object)).astype(np.int64))
+        class_names = tuple(str(k) for k in info.categories)
+    lo = min(TABLE_VALUE_RANGE[0], math.floor(storage.min().item()))
+    hi = max(TABLE_VALUE_RANGE[1], math.ceil(storage.max().item()))
+    spec = DataSpec(
+        name=name,
+        kind="table",
+        shape=(encoder.dim,),
+        value_range=(float(lo), float(hi)),
+        num_classes=None if class_names is None else len(class_names),
+        levels=None,
+        class_names=class_names,
+    )
+    return Dataset(storage, spec, labels, splits=seeded_splits(len(frame), seed), frame=frame, encoder=encoder)

@@ -1,0 +1,104 @@
+"""The contract every generative model keeps: a config, a loss with named terms, and sampling."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from genlab.config import Config
+from genlab.data.dataset import Batch, DataSpec
+
+if TYPE_CHECKING:
+    from genlab.train.engine import StepContext
+
+
+@dataclasses.dataclass(frozen=True)
+class Loss:
+    """A scalar to minimise and its named parts (for logging), e.g. terms={"recon": ..., "kl": ...}.
+
+    `terms` hold scalars; they need not add up to `total` (a term may be weighted or only logged).
+    """
+
+    total: Tensor
+    terms: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+
+
+class GenerativeModel(nn.Module):
+    """Base of every model: `loss(batch)`, `sample(n)`, and `log_prob(x)` or a named bound.
+
+    Subclasses set `config_class`, build their networks in `__init__(config, spec)`, and implement
+    `loss` and `sample`. `forward(batch)` is `loss(batch)` so DistributedDataParallel sees the call.
+    `exact_likelihood` says whether `log_prob` is exact (flows, autoregressive models) or absent.
+    """
+
+    config_class: ClassVar[type[Config]] = Config
+    name: ClassVar[str] = ""  # set by @register
+    exact_likelihood: ClassVar[bool] = False
+    has_custom_step: ClassVar[bool] = False
+
+    def __init__(self, config: Config, spec: DataSpec) -> None:
+        super().__init__()
+        self.config = config
+        self.spec = spec
+
+    # -- training ---------------------------------------------------------------------
+    def loss(self, batch: Batch) -> Loss:
+        """The objective on a batch (a Loss with total and named terms)."""
+        raise NotImplementedError
+
+    def forward(self, batch: Batch) -> Loss:
+        return self.loss(batch)
+
+    def training_step(self, batch: Batch, ctx: "StepContext") -> Loss:
+        """One update for models with several players (set `has_custom_step = True`).
+
+        Use `ctx.optimizers[name]`, `with ctx.autocast():`, `ctx.backward(loss)` and
+        `ctx.optimizer_step(name)`; return the Loss to log. Single-loss models never override this:
+        the engine steps them itself (with accumulation and DDP).
+        """
+        raise NotImplementedError(f"{type(self).__name__} sets has_custom_step but defines no training_step")
+
+    def configure_optimizers(self, lr: float, weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:
+        """Optimizers by name. One AdamW over all parameters unless a model needs more."""
+        return {"model": torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=weight_decay)}
+
+    # -- generation and likelihood -------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Draw n samples (n, *spec.shape) in the data's space and value range."""
+        raise NotImplementedError
+
+    def log_prob(self, x: Tensor) -> Tensor:
+        """Exact log-density log p(x) per sample, (B,), in nats, where the family defines it."""
+        raise NotImplementedError(f"{type(self).__name__} has no exact log-likelihood; see its bound instead")
+
+    def nll_bound(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """An upper bound on -log p(x) per sample in nats, (B,), for models without an exact one."""
+        raise NotImplementedError(f"{type(self).__name__} defines no likelihood bound")
+
+    def likelihood_kind(self) -> str:
+        """What `log_prob` / `nll_bound` measure, so that evaluation reports them in the right units:
+
+        "dequantized": a density on dequantized discrete data (bits/dim get the dequantization
+            correction of `genlab.metrics.bits_per_dim` with levels=spec.levels);
+        "discrete": a probability of the discrete values themselves (bits/dim need no correction);
+        "continuous": a density on continuous data (nats; bits/dim = nats / (D ln 2));
+        "none": not a likelihood at all (e.g. a Bernoulli cross-entropy on grey levels).
+        """
+        return "continuous" if self.spec.levels is None else "dequantized"
+
+    # -- helpers --------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")
+
+    def describe(self) -> dict[str, Any]:
+        n_params = sum(p.numel() for p in self.parameters())
+        return {"model": self.name, "parameters": n_params, "config": self.config.to_dict(), "data": self.spec.name}

@@ -1,0 +1,303 @@
+"""Variational autoencoder (Kingma & Welling 2014) with the importance-weighted bound (Burda et al. 2016).
+
+Notation: x data (B, *spec.shape) in spec.value_range, z latent (B, D) with D = latent_dim,
+q(z|x) = N(mu(x), diag sigma(x)^2) the encoder, p(x|z) the decoder, p(z) = N(0, I) the prior.
+
+    ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z))  <=  log p(x)
+    IWAE_k(x) = log (1/k) sum_i p(x, z_i) / q(z_i|x),  z_i ~ q(z|x);   E[IWAE_k] <= E[IWAE_k+1] <= log p(x)
+
+The training loss weights the KL by beta (beta = 1 is the ELBO; beta != 1 the beta-VAE of
+Higgins et al. 2017). Hooks a variant overrides: `encode`, `decode`, `reconstruction_log_likelihood`,
+`decoder_mean`, `prior_log_prob`, `prior_sample`, `kl_divergence`, `regularizer`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from genlab.config import Config
+from genlab.data.dataset import Batch, DataSpec
+from genlab.data.transforms import dequantize, quantize
+
+from genlab.errors import ConfigError
+from genlab.models.base import GenerativeModel, Loss
+from genlab.nn.builders import NETS, build_decoder, build_encoder
+from genlab.nn.distributions import (
+    DiagonalGaussian,
+    bernoulli_log_likelihood,
+    gaussian_log_likelihood,
+    sample_standard_normal,
+    standard_normal_log_prob,
+)
+from genlab.registry import register
+
+LIKELIHOODS = ("bernoulli", "gaussian")
+
+# A learned Gaussian scale is kept above this (smoothly): on discrete data (pixels with a few
+# levels) the density of p(x|z) grows without bound as sigma -> 0, and training would chase it.
+_MIN_LEARNED_DECODER_STD = 1e-3
+# encoder log-variances are clamped here: exp(logvar) overflows in bf16/fp16 long before float32
+_LOGVAR_RANGE = (-30.0, 20.0)
+# rows (samples x batch) per decoder pass in the multi-sample estimates, to bound memory
+_ROWS_PER_PASS = 1024
+
+@dataclasses.dataclass
+class VAEConfig(Config):
+    """Configuration of the VAE.
+
+    latent_dim: size D of the latent z.
+    beta: weight of KL(q(z|x) || p(z)) in the training loss (1 gives the ELBO; Higgins et al. 2017).
+    likelihood: the decoder p(x|z): "bernoulli" (logits; data mapped from value_range to [0, 1])
+        or "gaussian" (mean in the data's units).
+    decoder_std: gaussian only: a fixed standard deviation of p(x|z) in data units, or None to
+        learn one log-scale per data dimension.
+    net: "auto" (conv for images, MLP otherwise), "mlp" or "conv".
+    hidden: MLP widths of the encoder; the decoder uses them reversed.
+    channels: conv widths of the encoder from full resolution down; the decoder uses them reversed.
+    iw_samples: number k of importance samples in `nll_bound` (the IWAE estimate).
+    dequantize: gaussian only, data with discrete levels (spec.levels): model uniformly
+        dequantized values (`genlab.data.transforms.dequantize`), so the bound is on a density and
+        converts to bits/dim of the discrete data; samples are quantized back to the data's levels.
+    """
+
+    latent_dim: int = 16
+    beta: float = 1.0
+    likelihood: str = "bernoulli"
+    decoder_std: float | None = None
+    net: str = "auto"
+    hidden: tuple[int, ...] = (256, 256)
+    channels: tuple[int, ...] = (32, 64)
+    iw_samples: int = 64
+    dequantize: bool = True
+
+    def validate(self) -> None:
+        self._positive("latent_dim", "iw_samples")
+        self._positive("beta", allow_zero=True)
+        self._choice("likelihood", LIKELIHOODS)
+        self._choice("net", NETS)
+        if self.decoder_std is not None:
+            if self.likelihood != "gaussian":
+                raise ConfigError(
+                    f"VAEConfig.decoder_std={self.decoder_std!r} applies only to likelihood='gaussian' "
+                    f"(likelihood={self.likelihood!r}); drop it or set likelihood='gaussian'"
+                )
+            self._positive("decoder_std")
+        for field in ("hidden", "channels"):
+            widths = tuple(getattr(self, field))
+            if any(not isinstance(w, int) or w <= 0 for w in widths):
+                raise ConfigError(f"VAEConfig.{field}={widths!r} must be positive integer widths, e.g. (32, 64)")
+            setattr(self, field, widths)
+        if not self.channels:
+            raise ConfigError("VAEConfig.channels=() must list at least one width, e.g. (32, 64)")
+
+@register("vae", VAEConfig, family="latent", summary="Variational autoencoder: ELBO training, IWAE likelihood bound")
+class VAE(GenerativeModel):
+    """Variational autoencoder: Gaussian encoder q(z|x), Bernoulli or Gaussian decoder p(x|z), prior N(0, I).
+
+    `self.encoder` maps x (B, *shape) to (B, 2 D) = (mu, log sigma^2); `self.decoder` maps z (B, D)
+    to (B, *shape) decoder parameters (Bernoulli logits or the Gaussian mean). Either can be
+    replaced by any module with those shapes.
+
+    With likelihood="bernoulli" on non-binary data (grey levels), log p(x|z) is a cross-entropy
+    against the Bernoulli(x) targets, not a normalised density over [0, 1]^D, so the ELBO and the
+    IWAE numbers are not log-likelihoods comparable with other models' (use "gaussian" with
+    dequantized data for that).
+
+    >>> import torch
+    >>> from genlab.data import Batch, DataSpec
+    >>> spec = DataSpec("toy", kind="image", shape=(1, 8, 8))
+    >>> model = VAE(VAEConfig(latent_dim=4, channels=(8, 16)), spec)
+    >>> loss = model.loss(Batch(torch.rand(5, 1, 8, 8)))
+    >>> sorted(loss.terms), loss.total.shape
+    (['elbo', 'kl', 'recon'], torch.Size([]))
+    >>> model.sample(3, generator=torch.Generator().manual_seed(0)).shape
+    torch.Size([3, 1, 8, 8])
+    """
+
+    config: VAEConfig
+
+    def __init__(self, config: VAEConfig, spec: DataSpec) -> None:
+        super().__init__(config, spec)
+        low, high = spec.value_range
+        if config.likelihood == "bernoulli" and not (math.isfinite(low) and math.isfinite(high) and high > low):
+            raise ConfigError(
+                f"likelihood='bernoulli' maps the data's value_range to [0, 1], but data {spec.name!r} has "
+                f"value_range {spec.value_range}; use likelihood='gaussian'"
+            )
+        d = config.latent_dim
+        self.encoder = build_encoder(spec, 2 * d, net=config.net, hidden=config.hidden, channels=config.channels)
+        self.decoder = build_decoder(d, spec, net=config.net, hidden=config.hidden[::-1], channels=config.channels[::-1])
+        if config.likelihood == "gaussian" and config.decoder_std is None:
+            # unconstrained; mapped by `observation_log_scale`, which starts at sigma ~ 1
+            self.decoder_log_scale = nn.Parameter(torch.zeros(spec.shape))
+
+    # -- the model's parts (the hooks a variant overrides) -------------------------------
+    def encode(self, x: Tensor) -> DiagonalGaussian:
+        """q(z|x) = N(mu, diag exp(logvar)). x: (B, *shape) in value_range -> mean, logvar (B, D)."""
+        h = self.encoder(x)  # (B, *shape) -> (B, 2 D)
+        mean, logvar = h.chunk(2, dim=-1)
+        return DiagonalGaussian(mean, logvar.clamp(*_LOGVAR_RANGE))
+
+    def decode(self, z: Tensor) -> Tensor:
+        """Parameters of p(x|z): Bernoulli logits or the Gaussian mean. z: (B, D) -> (B, *shape)."""
+        return self.decoder(z).reshape(z.shape[0], *self.spec.shape)
+
+    def observation_log_scale(self) -> Tensor | float:
+        """log sigma of the Gaussian p(x|z): the fixed float log(decoder_std), or the learned
+        per-dimension (*shape,) tensor kept smoothly above log(1e-3)."""
+        if self.config.decoder_std is not None:
+            return math.log(self.config.decoder_std)  # a float: exact in any dtype
+        floor = math.log(_MIN_LEARNED_DECODER_STD)
+        return floor + F.softplus(self.decoder_log_scale - floor)
+
+    def reconstruction_log_likelihood(self, x: Tensor, params: Tensor) -> Tensor:
+        """log p(x|z) per sample, (B,), from x (B, *shape) in value_range and params = decode(z).
+
+        bernoulli: sum_i [u_i log sigmoid(l_i) + (1 - u_i) log(1 - sigmoid(l_i))], u = x mapped to [0, 1];
+        gaussian: sum_i log N(x_i; mean_i, sigma_i^2) in the data's units.
+        """
+        if self.config.likelihood == "bernoulli":
+            return bernoulli_log_likelihood(self._to_unit(x).clamp(0.0, 1.0), params)
+        return gaussian_log_likelihood(x, params, self.observation_log_scale())
+
+    def decoder_mean(self, params: Tensor) -> Tensor:
+        """E[x|z] in the data's value range: sigmoid(logits) mapped from [0, 1], or the Gaussian mean
+        clamped to value_range. params: (B, *shape) -> (B, *shape)."""
+        if self.config.likelihood == "bernoulli":
+            return self._from_unit(torch.sigmoid(params))
+        low, high = self.spec.value_range
+        return params.clamp(low, high)
+
+    def prior_log_prob(self, z: Tensor) -> Tensor:
+        """log p(z) = log N(z; 0, I). z: (B, D) -> (B,)."""
+        return standard_normal_log_prob(z)
+
+    def prior_sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """z ~ p(z) = N(0, I), (n, D), on the model's device."""
+        return sample_standard_normal((n, self.config.latent_dim), generator=generator, device=self.device, dtype=self._dtype)
+
+    def kl_divergence(self, q_z: DiagonalGaussian, z: Tensor) -> Tensor:
+        """KL(q(z|x) || p(z)) per sample, (B,), here in closed form (z unused; a prior without one,
+        such as a flow, would return the one-sample estimate log q(z|x) - log p(z))."""
+        return q_z.kl_to_standard_normal()
+
+    def regularizer(self, q_z: DiagonalGaussian, z: Tensor) -> Tensor:
+        """The penalty added to -log p(x|z) in training, (B,): beta * KL(q(z|x) || p(z))."""
+        return self.config.beta * self.kl_divergence(q_z, z)
+
+    # -- training ---------------------------------------------------------------------------
+    @property
+    def dequantizes(self) -> bool:
+        return self.config.likelihood == "gaussian" and self.config.dequantize and self.spec.levels is not None
+
+    def likelihood_kind(self) -> str:
+        if self.config.likelihood == "bernoulli":
+            return "discrete" if self.spec.levels == 2 else "none"
+        return "dequantized" if self.dequantizes else "continuous"
+
+    def observe(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The values the decoder's density is over: x itself, or x dequantized (see VAEConfig)."""
+        return dequantize(x, self.spec, generator) if self.dequantizes else x
+
+    def loss(self, batch: Batch) -> Loss:
+        """total = mean_b[-log p(x_b|z_b) + beta KL_b], one z_b ~ q(z|x_b) each (default RNG).
+
+        terms: recon = mean -log p(x|z); kl = mean KL; elbo = mean ELBO (with beta = 1).
+        """
+        x = self.observe(batch.x)
+        q_z = self.encode(x)
+        z = q_z.rsample()  # (B, D)
+        recon_ll = self.reconstruction_log_likelihood(x, self.decode(z))  # (B,)
+        kl = self.kl_divergence(q_z, z)  # (B,)
+        total = (self.regularizer(q_z, z) - recon_ll).mean()
+        terms = {"recon": -recon_ll.mean().detach(), "kl": kl.mean().detach(), "elbo": (recon_ll - kl).mean().detach()}
+        return Loss(total, terms)
+
+    # -- bounds on log p(x) ---------------------------------------------------------------------
+    def elbo(self, x: Tensor, *, samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
+        """ELBO(x) = E_q[log p(x|z)] - KL(q(z|x) || p(z)) <= log p(x), per sample in nats, (B,).
+
+        The expectation is estimated with `samples` draws of z ~ q(z|x) (beta is not applied).
+        """
+        q_z = self.encode(x)
+        total = 0.0
+        for m, x_rep, q_rep, z in self._posterior_draws(x, q_z, samples, generator, chunk_size=None):
+            values = self.reconstruction_log_likelihood(x_rep, self.decode(z)) - self.kl_divergence(q_rep, z)
+            total = total + values.view(m, x.shape[0]).sum(0)  # (m * B,) -> (B,)
+        return total / samples
+
+    def iwae_log_likelihood(
+        self, x: Tensor, k: int, *, generator: torch.Generator | None = None, chunk_size: int | None = None
+    ) -> Tensor:
+        """IWAE_k(x) = log (1/k) sum_i p(x|z_i) p(z_i) / q(z_i|x), z_i ~ q(z|x) (Burda et al. 2016), (B,).
+
+        A stochastic lower bound: E[IWAE_k] <= E[IWAE_k+1] <= log p(x), tending to log p(x) as k grows;
+        IWAE_1 is a one-sample ELBO estimate. chunk_size: draws per decoder pass (default: as many as
+        fit in about 1024 rows).
+        """
+        q_z = self.encode(x)
+        log_weights = []
+        for m, x_rep, q_rep, z in self._posterior_draws(x, q_z, k, generator, chunk_size):
+            log_w = self.reconstruction_log_likelihood(x_rep, self.decode(z)) + self.prior_log_prob(z) - q_rep.log_prob(z)
+            log_weights.append(log_w.view(m, x.shape[0]))  # (m * B,) -> (m, B)
+        return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k)  # (k, B) -> (B,)
+
+    @torch.no_grad()
+    def nll_bound(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """-IWAE_k(x) with k = config.iw_samples, per sample in nats, (B,).
+
+        An estimate of an upper bound: E[-IWAE_k] >= -log p(x) (one draw may fall below it).
+        For the Bernoulli decoder on non-binary data it bounds a cross-entropy, not a density.
+        With dequantization, x is dequantized with one draw of u from `generator` first.
+        """
+        return -self.iwae_log_likelihood(self.observe(x, generator), self.config.iw_samples, generator=generator)
+
+    # -- generation and inspection ---------------------------------------------------------------
+    @torch.no_grad()
+    def sample(self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """x = E[x|z], z ~ N(0, I): the decoder mean (not a draw from p(x|z)), (n, *shape) in value_range
+        (quantized to the data's levels when the model dequantizes)."""
+        if cond is not None:
+            raise NotImplementedError("the VAE is unconditional; pass cond=None")
+        mean = self.decoder_mean(self.decode(self.prior_sample(n, generator)))
+        return quantize(mean, self.spec) if self.dequantizes else mean
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """E[x | z = mu(x)]: the decoder mean at the encoder mean, (B, *shape) in value_range."""
+        return self.decoder_mean(self.decode(self.encode(x).mean))
+
+    @torch.no_grad()
+    def encode_mean(self, x: Tensor) -> Tensor:
+        """The posterior means mu(x), (B, D) (for latent maps and interpolation)."""
+        return self.encode(x).mean
+
+    # -- helpers -----------------------------------------------------------------------------------
+    @property
+    def _dtype(self) -> torch.dtype:
+        return next(self.decoder.parameters()).dtype
+
+    def _to_unit(self, x: Tensor) -> Tensor:
+        low, high = self.spec.value_range
+        return (x - low) / (high - low)
+
+    def _from_unit(self, u: Tensor) -> Tensor:
+        low, high = self.spec.value_range
+        return low + u * (high - low)
+
+    def _posterior_draws(self, x: Tensor, q_z: DiagonalGaussian, k: int, generator: torch.Generator | None, chunk_size: int | None):
+        """Yield (m, x_rep, q_rep, z) for the k draws z ~ q(z|x), m draws at a time, flattened to
+        m * B rows (row j * B + b is draw j for sample b)."""
+        if k < 1:
+            raise ValueError(f"the number of samples k={k} must be >= 1")
+        per_pass = chunk_size or max(1, _ROWS_PER_PASS // max(1, x.shape[0]))
+        for start in range(0, k, per_pass):
+            m = min(per_pass, k - start)
+            q_rep = q_z.repeat(m)
+            z = q_rep.rsample(generator)  # (m * B, D)
+            yield m, x.repeat(m, *([1] * (x.dim() - 1))), q_rep, z

@@ -1,0 +1,124 @@
+"""Log-densities, KL divergences and Gaussian draws used by every family, in one place.
+
+Conventions: the first dimension is the batch; log-densities are summed over all the others and
+returned as (B,) in nats. Inputs in bf16/fp16 (from autocast) are computed in float32, because
+sums over thousands of pixels lose their precision in 8 bits of mantissa.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def sum_except_batch(x: Tensor) -> Tensor:
+    """(B, ...) -> (B,): the sum over every dimension but the first."""
+    return x.flatten(1).sum(1) if x.dim() > 1 else x
+
+
+def at_least_float32(x: Tensor) -> Tensor:
+    """x in float32 when it is in a lower precision (bf16, fp16); float64 stays float64."""
+    return x.float() if x.is_floating_point() and x.element_size() < 4 else x
+
+
+def sample_standard_normal(
+    shape: Sequence[int],
+    *,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+) -> Tensor:
+    """eps ~ N(0, I) of `shape` on `device`.
+
+    With a generator, the numbers are drawn on the generator's device and then moved, so a CPU
+    generator with one seed gives the same numbers whatever device the model is on.
+    """
+    if generator is None:
+        return torch.randn(tuple(shape), device=device, dtype=dtype)
+    eps = torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype)
+    return eps if device is None else eps.to(device)
+
+
+def diagonal_gaussian_log_prob(x: Tensor, mean: Tensor, logvar: Tensor | float) -> Tensor:
+    """log N(x; mean, diag(exp(logvar))) = -1/2 sum_i [log 2pi + logvar_i + (x_i - mean_i)^2 / exp(logvar_i)].
+
+    x: (B, ...); mean, logvar broadcastable to x. Returns (B,).
+    """
+    x, mean = at_least_float32(x), at_least_float32(mean)
+    if not isinstance(logvar, Tensor):
+        logvar = torch.tensor(float(logvar), dtype=x.dtype, device=x.device)
+    logvar = at_least_float32(logvar)
+    elementwise = -0.5 * (LOG_2PI + logvar + (x - mean) ** 2 * torch.exp(-logvar))
+    return sum_except_batch(elementwise)
+
+
+def standard_normal_log_prob(z: Tensor) -> Tensor:
+    """log N(z; 0, I) = -1/2 sum_i (log 2pi + z_i^2). z: (B, ...) -> (B,)."""
+    z = at_least_float32(z)
+    return sum_except_batch(-0.5 * (LOG_2PI + z**2))
+
+
+def gaussian_log_likelihood(x: Tensor, mean: Tensor, log_scale: Tensor | float) -> Tensor:
+    """log N(x; mean, sigma^2) summed over dimensions, with log sigma = log_scale.
+
+    log_scale: a float (a fixed scale) or a tensor broadcastable to x (a learned scale, per
+    dimension or per sample). Equals diagonal_gaussian_log_prob(x, mean, 2 * log_scale). (B,).
+    """
+    return diagonal_gaussian_log_prob(x, mean, 2.0 * log_scale)
+
+
+def bernoulli_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
+    """sum_i [x_i log sigmoid(l_i) + (1 - x_i) log(1 - sigmoid(l_i))] = -BCEWithLogits(l, x), summed. (B,).
+
+    x may be continuous in [0, 1]: the sum is then a cross-entropy between Bernoulli(x_i) and
+    Bernoulli(sigmoid(l_i)), not the log of a normalised density over [0, 1]^D.
+    """
+    x, logits = at_least_float32(x), at_least_float32(logits)
+    return -sum_except_batch(F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none"))
+
+
+def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:
+    """KL(N(mean, diag(exp(logvar))) || N(0, I)) = 1/2 sum_i (mean_i^2 + exp(logvar_i) - 1 - logvar_i).
+
+    Kingma & Welling 2014, appendix B. mean, logvar: (B, D) -> (B,).
+    """
+    mean, logvar = at_least_float32(mean), at_least_float32(logvar)
+    return sum_except_batch(0.5 * (mean**2 + torch.exp(logvar) - 1.0 - logvar))
+
+
+class DiagonalGaussian(NamedTuple):
+    """N(mean, diag(exp(logvar))), a batch of them; mean, logvar: (B, D).
+
+    Unpacks as `mean, logvar = q`; methods give draws, log-densities and the KL to N(0, I).
+    """
+
+    mean: Tensor
+    logvar: Tensor
+
+    @property
+    def std(self) -> Tensor:
+        return torch.exp(0.5 * self.logvar)
+
+    def rsample(self, generator: torch.Generator | None = None) -> Tensor:
+        """z = mean + std * eps, eps ~ N(0, I): the reparameterisation (Kingma & Welling 2014),
+        differentiable in mean and logvar. (B, D)."""
+        eps = sample_standard_normal(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + self.std * eps
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z) per row, (B,)."""
+        return diagonal_gaussian_log_prob(z, self.mean, self.logvar)
+
+    def kl_to_standard_normal(self) -> Tensor:
+        """KL(self || N(0, I)) per row in closed form, (B,); see `gaussian_kl`."""
+        return gaussian_kl(self.mean, self.logvar)
+
+    def repeat(self, k: int) -> "DiagonalGaussian":
+        """The batch repeated k times, (k * B, D), row j * B + b being row b."""
+        return DiagonalGaussian(self.mean.repeat(k, 1), self.logvar.repeat(k, 1))

@@ -1,0 +1,85 @@
+"""Model names -> (model class, config class); `create` builds one, `load` restores a trained run."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+from genlab.config import Config
+from genlab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from genlab.data.dataset import DataSpec, Dataset
+    from genlab.models.base import GenerativeModel
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    name: str
+    model_class: type
+    config_class: type[Config]
+    family: str
+    summary: str
+
+
+_REGISTRY: dict[str, Entry] = {}
+
+
+def register(name: str, config_class: type[Config], *, family: str, summary: str = "") -> Callable[[type], type]:
+    """Class decorator: `@register("vae", VAEConfig, family="latent")` next to the model class."""
+
+    def decorate(model_class: type) -> type:
+        previous = _REGISTRY.get(name)
+        # the same class imported twice (e.g. by file path and by module name) is not a clash
+        if previous is not None and previous.model_class.__qualname__ != model_class.__qualname__:
+            raise ConfigError(f"model name {name!r} is registered twice ({_REGISTRY[name].model_class.__name__}, {model_class.__name__})")
+        model_class.name = name
+        model_class.config_class = config_class
+        doc_lines = (model_class.__doc__ or "").strip().splitlines()
+        _REGISTRY[name] = Entry(name, model_class, config_class, family, summary or (doc_lines[0] if doc_lines else ""))
+        return model_class
+
+    return decorate
+
+
+def _ensure_loaded() -> None:
+    import genlab.models  # noqa: F401  (importing registers every family)
+
+
+def entries() -> list[Entry]:
+    _ensure_loaded()
+    return sorted(_REGISTRY.values(), key=lambda e: (e.family, e.name))
+
+
+def get(name: str) -> Entry:
+    _ensure_loaded()
+    key = name.lower().replace("_", "-")
+    for candidate in (name, key, key.replace("-", "_")):
+        if candidate in _REGISTRY:
+            return _REGISTRY[candidate]
+    raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))} (see `genlab list`)")
+
+
+def create(name: str, data: "Dataset | DataSpec", **fields: Any) -> "GenerativeModel":
+    """Build model `name` for `data` (a Dataset or its DataSpec), config fields as keywords.
+
+    >>> import genlab
+    >>> model = genlab.create("vae", data=genlab.data.load("digits"), latent_dim=8)
+    >>> model.config.latent_dim
+    8
+    """
+    entry = get(name)
+    spec = getattr(data, "spec", data)
+    config = entry.config_class.from_dict(fields)
+    return entry.model_class(config, spec)
+
+
+def load(run_dir: str | Path, *, ema: bool = True, device: str | None = None) -> "GenerativeModel":
+    """Restore a trained model from its run directory (config + weights), ready to sample.
+
+    ema: load the exponential-moving-average weights when the run kept them.
+    """
+    from genlab.train.run import load_model
+
+    return load_model(run_dir, ema=ema, device=device)

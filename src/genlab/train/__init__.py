@@ -1,0 +1,7 @@
+"""The one training engine (`fit`), its options (`TrainConfig`) and run directories."""
+
+from genlab.train.config import TrainConfig
+from genlab.train.engine import EpochSampler, Run, StepContext, fit
+from genlab.train.run import RunPaths, load_model, read_metrics, read_run_config
+
+__all__ = ["EpochSampler", "Run", "RunPaths", "StepContext", "TrainConfig", "fit", "load_model", "read_metrics", "read_run_config"]

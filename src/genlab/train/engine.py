@@ -1,0 +1,502 @@
+"""The one training engine: devices, precision, compile, accumulation, clipping, EMA, schedules,
+checkpoints, logging and DDP, written once for every model.
+
+A model brings `loss(batch)` (or, with several players, `training_step(batch, ctx)`); `fit` does the rest.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from genlab.data.dataset import Batch, Dataset
+from genlab.errors import DataError, GenlabError, TrainingError
+from genlab.models.base import GenerativeModel, Loss
+from genlab.train import distributed
+from genlab.train.checkpoint import save_torch, save_weights, save_yaml
+from genlab.train.config import TrainConfig
+from genlab.train.distributed import DistInfo
+from genlab.train.run import RunPaths, read_metrics, read_run_config
+
+
+@dataclasses.dataclass
+class Run:
+    """What `fit` returns: the trained model, its EMA copy, the logged history and where files went."""
+
+    model: GenerativeModel
+    ema: GenerativeModel | None
+    step: int
+    history: list[dict[str, Any]]
+    config: TrainConfig
+    out: Path | None = None
+
+    @property
+    def sampling_model(self) -> GenerativeModel:
+        """The EMA weights when kept (usually the better sampler), else the trained weights."""
+        return self.ema if self.ema is not None else self.model
+
+    @property
+    def paths(self) -> RunPaths | None:
+        return None if self.out is None else RunPaths(self.out)
+
+
+class EpochSampler:
+    """Shuffle without replacement, a fresh seeded permutation each epoch; the remainder is dropped.
+
+    Its state (epoch, cursor) resumes the exact data order. Every process draws the same global
+    batch and takes its own slice of it.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int) -> None:
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.epoch, self.cursor = 0, 0
+        self._perm = self._permutation()
+
+    def _permutation(self) -> Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.n, generator=g)
+
+    def next(self) -> Tensor:
+        if self.cursor + self.batch_size > self.n:
+            self.epoch, self.cursor = self.epoch + 1, 0
+            self._perm = self._permutation()
+        idx = self._perm[self.cursor : self.cursor + self.batch_size]
+        self.cursor += self.batch_size
+        return idx
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.epoch, self.cursor = state["epoch"], state["cursor"]
+        self._perm = self._permutation()
+
+
+class StepContext:
+    """What a model with several players (GANs) gets in `training_step(batch, ctx)`.
+
+    ctx.optimizers[name]; `with ctx.autocast():` around forward passes; ctx.backward(loss);
+    ctx.optimizer_step(name) unscales, averages gradients over processes, clips, steps, zeroes the
+    gradients and advances that optimizer's learning-rate schedule.
+    """
+
+    def __init__(self, engine: "_Engine") -> None:
+        self._engine = engine
+        self.optimizers = engine.optimizers
+        self.step = 0
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return self._engine.autocast()
+
+    def backward(self, loss: Tensor) -> None:
+        self._engine.scaler.scale(loss).backward()
+
+    def optimizer_step(self, name: str) -> None:
+        self._engine.optimizer_step(name, reduce_gradients=self._engine.dist.enabled)
+
+
+def _lr_lambda(cfg: TrainConfig) -> Callable[[int], float]:
+    def factor(step: int) -> float:
+        if cfg.warmup_steps and step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.lr_schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        if cfg.lr_schedule == "cosine":
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0 - progress  # linear
+
+    return factor
+
+
+def _on_device(data: Dataset, device: torch.device) -> Dataset:
+    """A copy of the data living on `device`, so batches are gathered there without host copies."""
+    if data.storage.device == device:
+        return data
+    labels = None if data.labels is None else data.labels.to(device)
+    return Dataset(data.storage.to(device), data.spec, labels, source=data.source)
+
+
+def _nonfinite_term(loss: Loss) -> str:
+    for name, value in loss.terms.items():
+        if not torch.isfinite(value).all():
+            return f"term '{name}' = {value.detach().float().item():g}"
+    return f"total = {loss.total.detach().float().item():g}"
+
+
+class _Engine:
+    def __init__(self, model: GenerativeModel, data: Dataset, cfg: TrainConfig, out: Path | None, resume: bool) -> None:
+        self.model, self.cfg, self.out = model, cfg, out
+        self.paths = None if out is None else RunPaths(out)
+        self.dist: DistInfo = distributed.init_distributed(cfg.device)
+        self.device = distributed.resolve_device(cfg.device, self.dist)
+        self._check_data(model, data)
+        self.data = data
+        self.train_set = _on_device(data.split("train"), self.device)
+        self.val_set = _on_device(data.split("val"), self.device) if "val" in data.split_names else None
+
+        per_process = cfg.batch_size // self.dist.world_size
+        if cfg.batch_size % self.dist.world_size:
+            raise GenlabError(f"batch_size={cfg.batch_size} does not split over {self.dist.world_size} processes; use a multiple of {self.dist.world_size}")
+        self.batch_size = min(cfg.batch_size, len(self.train_set) // self.dist.world_size * self.dist.world_size)
+        if self.batch_size < cfg.batch_size and self.dist.is_main:
+            print(f"note: batch_size {cfg.batch_size} > {len(self.train_set)} training samples; using {self.batch_size}")
+        self.per_process = per_process if self.batch_size == cfg.batch_size else self.batch_size // self.dist.world_size
+        self.sampler = EpochSampler(len(self.train_set), self.batch_size, cfg.seed)
+
+        self.channels_last = cfg.channels_last and self.device.type == "cuda" and model.spec.kind == "image"
+        model.to(self.device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.optimizers = model.configure_optimizers(cfg.lr, cfg.weight_decay)
+        self.schedulers = {k: torch.optim.lr_scheduler.LambdaLR(o, _lr_lambda(cfg)) for k, o in self.optimizers.items()}
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
+        self.ema = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            if cfg.ema_decay > 0
+            else None
+        )
+        self.custom = model.has_custom_step
+        step_module: nn.Module = model
+        if self.dist.enabled and not self.custom:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            step_module = DistributedDataParallel(model, device_ids=ids)
+        self.step_module = torch.compile(step_module) if cfg.compile else step_module
+        self.step = 0
+        self.history: list[dict[str, Any]] = []
+        self.last_checkpoint: tuple[int, Path] | None = None
+        self.tb = None
+
+        if out is not None:
+            self._prepare_run_dir(resume)
+
+    # -- set-up ---------------------------------------------------------------------------
+    @staticmethod
+    def _check_data(model: GenerativeModel, data: Dataset) -> None:
+        if not isinstance(data, Dataset):
+            raise DataError(f"fit() needs a genlab.data.Dataset, got {type(data).__name__}; use genlab.data.load(...)")
+        if tuple(data.spec.shape) != tuple(model.spec.shape):
+            raise DataError(
+                f"the model was built for samples of shape {model.spec.shape} but the data has {data.spec.shape}; "
+                "create the model with data=<this dataset>"
+            )
+
+    def _prepare_run_dir(self, resume: bool) -> None:
+        assert self.paths is not None
+        has_state = self.paths.state.is_file()
+        if has_state and not resume:
+            raise GenlabError(
+                f"'{self.out}' already holds a run; pass --resume (resume=True) to continue it, or choose another --out"
+            )
+        if resume and not has_state:
+            raise GenlabError(f"cannot resume: '{self.out}' has no checkpoint (state.pt); start it without --resume")
+        if resume:
+            self._load_checkpoint()
+        elif self.dist.is_main:
+            self.paths.root.mkdir(parents=True, exist_ok=True)
+            self._write_config()
+            self.paths.metrics.unlink(missing_ok=True)
+        if self.dist.is_main and self.cfg.tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.tb = SummaryWriter(str(self.paths.root / "tensorboard"))
+            except ImportError:
+                self.tb = None
+
+    def _write_config(self) -> None:
+        assert self.paths is not None
+        save_yaml(
+            {
+                "model": self.model.name,
+                "model_config": self.model.config.to_dict(),
+                "data": self.data.source,
+                "data_spec": self.model.spec.to_dict(),
+                "train": self.cfg.to_dict(),
+                "world_size": self.dist.world_size,
+            },
+            self.paths.config,
+        )
+
+    def _load_checkpoint(self) -> None:
+        assert self.paths is not None
+        saved = read_run_config(self.out)
+        if saved["model"] != self.model.name or saved["model_config"] != self.model.config.to_dict():
+            raise GenlabError(
+                f"cannot resume '{self.out}': it trained {saved['model']} with {saved['model_config']}, "
+                f"not {self.model.name} with {self.model.config.to_dict()}"
+            )
+        state = torch.load(self.paths.state, map_location=self.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        if self.ema is not None and state.get("ema") is not None:
+            self.ema.load_state_dict(state["ema"])
+        for k, o in self.optimizers.items():
+            o.load_state_dict(state["optimizers"][k])
+        for k, s in self.schedulers.items():
+            s.load_state_dict(state["schedulers"][k])
+        self.scaler.load_state_dict(state["scaler"])
+        self.sampler.load_state_dict(state["sampler"])
+        torch.set_rng_state(state["rng"][self.dist.rank]["cpu"] if self.dist.rank < len(state["rng"]) else state["rng"][0]["cpu"])
+        if torch.cuda.is_available() and state["rng"][0].get("cuda") is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(state["rng"][min(self.dist.rank, len(state["rng"]) - 1)]["cuda"], self.device)
+        self.step = state["step"]
+        self.last_checkpoint = (self.step, self.paths.state)
+        # rows logged after the checkpoint belong to the lost tail of the interrupted run
+        self.history = [row for row in read_metrics(self.out) if row["step"] <= self.step]
+        if self.dist.is_main:
+            self._rewrite_metrics()
+            self._write_config()
+
+    # -- one step ---------------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.cfg.precision == "fp32":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.cfg.precision == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def batch(self, index: Tensor) -> Batch:
+        b = self.train_set.get_batch(index.to(self.device))
+        if self.channels_last and b.x.dim() == 4:
+            b.x = b.x.contiguous(memory_format=torch.channels_last)
+        return b
+
+    def optimizer_step(self, name: str, *, reduce_gradients: bool = False) -> None:
+        opt = self.optimizers[name]
+        params = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+        if reduce_gradients:
+            distributed.all_reduce_mean_([p.grad for p in params], self.dist)
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(params, self.cfg.grad_clip)
+        self.scaler.step(opt)
+        opt.zero_grad(set_to_none=True)
+        self.schedulers[name].step()
+
+    def _raise_nonfinite(self, loss: Loss) -> None:
+        where = (
+            f"last good checkpoint: {self.last_checkpoint[1]} (step {self.last_checkpoint[0]})"
+            if self.last_checkpoint
+            else "no checkpoint was written yet"
+        )
+        raise TrainingError(
+            f"loss is not finite at step {self.step + 1} ({_nonfinite_term(loss)}); {where}. "
+            "Lower lr, set grad_clip (e.g. --set grad_clip=1) or use precision fp32, then --resume."
+        )
+
+    def train_step(self, indices: Tensor) -> dict[str, Tensor]:
+        """One optimizer update on a global batch; returns the batch's loss terms (detached)."""
+        rank_slice = indices[self.dist.rank * self.per_process : (self.dist.rank + 1) * self.per_process]
+        if self.custom:
+            ctx = StepContext(self)
+            ctx.step = self.step
+            loss = self.model.training_step(self.batch(rank_slice), ctx)
+            if not torch.isfinite(loss.total):
+                self._raise_nonfinite(loss)
+            self.scaler.update()
+            return {"loss": loss.total.detach(), **{k: v.detach() for k, v in loss.terms.items()}}
+
+        accum = self.cfg.grad_accum
+        micro = self.per_process // accum
+        sums: dict[str, Tensor] = {}
+        for i in range(accum):
+            index = rank_slice[i * micro : (i + 1) * micro]
+            sync = self.dist.enabled and i < accum - 1
+            with (self.step_module.no_sync() if sync else contextlib.nullcontext()), self.autocast():
+                loss = self.step_module(self.batch(index))
+            if not torch.isfinite(loss.total):
+                self._raise_nonfinite(loss)
+            self.scaler.scale(loss.total / accum).backward()
+            for k, v in {"loss": loss.total, **loss.terms}.items():
+                sums[k] = sums.get(k, 0.0) + v.detach().float() / accum
+        self.optimizer_step("model")
+        self.scaler.update()
+        return sums
+
+    # -- the loop -------------------------------------------------------------------------------
+    def run(self) -> Run:
+        cfg = self.cfg
+        if self.step == 0:
+            torch.manual_seed(cfg.seed + self.dist.rank)
+        self.model.train()
+        bar = _progress(cfg, self.step, self.dist.is_main)
+        interval: dict[str, Tensor] = {}
+        interval_steps, t0 = 0, time.perf_counter()
+        try:
+            while self.step < cfg.max_steps:
+                terms = self.train_step(self.sampler.next())
+                self.step += 1
+                if self.ema is not None:
+                    self.ema.update_parameters(self.model)
+                for k, v in terms.items():
+                    interval[k] = interval.get(k, 0.0) + v
+                interval_steps += 1
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    row = self._log_train(interval, interval_steps, time.perf_counter() - t0)
+                    bar.set_postfix({k: f"{v:.4g}" for k, v in row.items() if k not in ("step", "split", "time")}, refresh=False)
+                    interval, interval_steps, t0 = {}, 0, time.perf_counter()
+                bar.update(1)
+                last = self.step == cfg.max_steps
+                if self.out is not None and (last or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)):
+                    self._validate()
+                    self._save_checkpoint()
+                if self.out is not None and self.dist.is_main and (last or (cfg.sample_every and self.step % cfg.sample_every == 0)):
+                    self._write_samples(final=last)
+        finally:
+            bar.close()
+            if self.tb is not None:
+                self.tb.close()
+        if self.out is not None and self.dist.is_main:
+            self._write_curves()
+        distributed.barrier(self.dist)
+        distributed.shutdown(self.dist)
+        ema_model = self.ema.module if self.ema is not None else None
+        if ema_model is not None:
+            ema_model.eval()
+        return Run(self.model, ema_model, self.step, self.history, cfg, self.out)
+
+    # -- logging, checkpoints, pictures ---------------------------------------------------------
+    def _log_train(self, interval: dict[str, Tensor], steps: int, seconds: float) -> dict[str, Any]:
+        names = sorted(interval)
+        means = torch.stack([interval[k] / steps for k in names])
+        distributed.all_reduce_mean_([means], self.dist)
+        row: dict[str, Any] = {"step": self.step, "split": "train"}
+        row.update({k: float(v) for k, v in zip(names, means.tolist())})
+        row["lr"] = self.optimizers[next(iter(self.optimizers))].param_groups[0]["lr"]
+        row["examples_per_s"] = self.batch_size * steps / max(seconds, 1e-9)
+        self._record(row)
+        return row
+
+    def _record(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        if self.out is None or not self.dist.is_main:
+            return
+        with open(self.paths.metrics, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self.tb.add_scalar(f"{row['split']}/{k}", v, row["step"])
+
+    def _rewrite_metrics(self) -> None:
+        with open(self.paths.metrics, "w") as f:
+            f.writelines(json.dumps(row) + "\n" for row in self.history)
+
+    @torch.no_grad()
+    def _validate(self) -> None:
+        if self.val_set is None or self.cfg.val_batches == 0 or not self.dist.is_main:
+            return
+        was_training = self.model.training
+        self.model.eval()
+        n = min(len(self.val_set), self.cfg.val_batches * self.per_process)
+        sums: dict[str, float] = {}
+        batches = 0
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(self.cfg.seed)  # the same noise at every evaluation
+            for start in range(0, n, self.per_process):
+                index = torch.arange(start, min(n, start + self.per_process), device=self.device)
+                with self.autocast():
+                    loss = self.model.loss(self.val_set.get_batch(index))
+                for k, v in {"loss": loss.total, **loss.terms}.items():
+                    sums[k] = sums.get(k, 0.0) + float(v)
+                batches += 1
+        self.model.train(was_training)
+        self._record({"step": self.step, "split": "val", **{k: v / batches for k, v in sums.items()}})
+
+    def _save_checkpoint(self) -> None:
+        rng = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None}
+        rngs = [rng]
+        if self.dist.enabled:
+            rngs = [None] * self.dist.world_size
+            torch.distributed.all_gather_object(rngs, rng)
+        if not self.dist.is_main:
+            return
+        state = {
+            "step": self.step,
+            "model": self.model.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
+            "schedulers": {k: s.state_dict() for k, s in self.schedulers.items()},
+            "scaler": self.scaler.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": rngs,
+        }
+        meta = {"model": self.model.name, "step": str(self.step)}
+        save_weights(self.model, self.paths.weights, meta)
+        if self.ema is not None:
+            save_weights(self.ema.module, self.paths.ema_weights, meta)
+        save_torch(state, self.paths.state)  # written last: it marks the checkpoint complete
+        self.last_checkpoint = (self.step, self.paths.state)
+
+    @torch.no_grad()
+    def _write_samples(self, final: bool) -> None:
+        from genlab.viz import plot_samples
+
+        model = self.ema.module if self.ema is not None else self.model
+        was_training = model.training
+        model.eval()
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            generator = torch.Generator(device="cpu").manual_seed(self.cfg.seed)
+            samples = model.sample(self.cfg.num_samples, generator=generator).float().cpu()
+        model.train(was_training)
+        reference = self.val_set if self.val_set is not None else self.train_set
+        shown = reference.get_batch(torch.arange(min(len(reference), 2000), device=reference.storage.device)).x.cpu()
+        path = self.paths.final_samples if final else self.paths.samples_dir / f"step_{self.step:07d}.png"
+        plot_samples(samples, self.model.spec, path, data=shown, true_log_prob=self.data.true_log_prob,
+                     log_prob=_log_prob_or_none(model))
+        if final:
+            plot_samples(samples, self.model.spec, self.paths.samples_dir / f"step_{self.step:07d}.png", data=shown,
+                         true_log_prob=self.data.true_log_prob, log_prob=_log_prob_or_none(model))
+
+    def _write_curves(self) -> None:
+        from genlab.viz import plot_training_curves
+
+        if self.history:
+            plot_training_curves(self.history, self.paths.curves)
+
+
+def _log_prob_or_none(model: GenerativeModel) -> Callable[[Tensor], Tensor] | None:
+    if not model.exact_likelihood:
+        return None
+    device = model.device
+
+    def log_prob(x: Tensor) -> Tensor:
+        with torch.no_grad():
+            return model.log_prob(x.to(device)).cpu()
+
+    return log_prob
+
+
+def _progress(cfg: TrainConfig, start: int, is_main: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.max_steps, initial=start, disable=not (cfg.progress and is_main), unit="step", dynamic_ncols=True, leave=True)
+
+
+def fit(
+    model: GenerativeModel,
+    data: Dataset,
+    *,
+    out: str | Path | None = None,
+    resume: bool = False,
+    **options: Any,
+) -> Run:
+    """Train `model` on `data`'s train split with the options of `TrainConfig` as keywords.
+
+    out: run directory (config, weights, checkpoints, metrics, pictures); None keeps it in memory.
+    resume: continue the run in `out` from its last checkpoint; the losses then match an
+    uninterrupted run step for step (same seed, same data order, restored RNG and optimizer state).
+    Under `torchrun`, every process calls `fit` and DDP keeps their weights equal.
+    """
+    cfg = TrainConfig.from_dict(options)
+    engine = _Engine(model, data, cfg, None if out is None else Path(out), resume)
+    return engine.run()

@@ -1,0 +1,26 @@
+"""Pictures shared by every model family: image grids, 2-D densities, pairs plots, training curves.
+
+Figures are drawn on matplotlib's Agg canvas without pyplot (headless, thread-safe, no change to
+the user's pyplot state) and every file is written atomically (temporary name, then rename).
+Each `plot_*` function saves a PNG and returns its path; each `*_figure` returns the figure.
+"""
+
+from genlab.viz.curves import curves_figure, plot_training_curves, read_metrics
+from genlab.viz.density import density_figure, plot_density_2d
+from genlab.viz.grid import make_grid, save_image_grid, to_uint8_image
+from genlab.viz.pairs import pairwise_figure, plot_pairwise
+from genlab.viz.samples import plot_samples
+
+__all__ = [
+    "curves_figure",
+    "density_figure",
+    "make_grid",
+    "pairwise_figure",
+    "plot_density_2d",
+    "plot_pairwise",
+    "plot_samples",
+    "plot_training_curves",
+    "read_metrics",
+    "save_image_grid",
+    "to_uint8_image",
+]

@@ -1,0 +1,269 @@
+"""The VAE against a linear-Gaussian model whose log p(x) and posterior are known in closed form,
+plus the loss's weighting, gradients through the reparameterisation, sampling and a short training run."""
+
+import math
+
+import pytest
+import torch
+from torch import distributions as D
+from torch import nn
+
+import genlab
+from genlab.data import Batch, DataSpec
+from genlab.errors import ConfigError
+from genlab.models.latent import VAE, VAEConfig
+from genlab.registry import get
+
+IMAGE = DataSpec("toy-images", kind="image", shape=(1, 8, 8))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny tensors: on a shared CPU, intra-op threads spin against other processes (100x slower)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# -- the linear-Gaussian oracle ----------------------------------------------------------------
+# p(z) = N(0, I_d), p(x|z) = N(W z + b, s^2 I_D)  =>  p(x) = N(b, W W^T + s^2 I) and
+# p(z|x) = N(S W^T (x - b) / s^2, S) with S = (I + W^T W / s^2)^-1, diagonal when W's columns are orthogonal.
+class LinearGaussian:
+    def __init__(self, data_dim=4, latent_dim=2, s=0.3, seed=0):
+        g = torch.Generator().manual_seed(seed)
+        q, _ = torch.linalg.qr(torch.randn(data_dim, latent_dim, generator=g, dtype=torch.float64))
+        self.scales = torch.tensor([2.0, 3.0], dtype=torch.float64)[:latent_dim]
+        self.W = q * self.scales  # orthogonal columns: W^T W = diag(scales^2)
+        self.b = torch.randn(data_dim, generator=g, dtype=torch.float64)
+        self.s = s
+        self.spec = DataSpec("linear-gaussian", kind="vector", shape=(data_dim,), value_range=(-math.inf, math.inf))
+        self.marginal = D.MultivariateNormal(self.b, self.W @ self.W.T + s**2 * torch.eye(data_dim, dtype=torch.float64))
+        self.posterior_var = 1.0 / (1.0 + self.scales**2 / s**2)
+
+    def vae(self, encoder: nn.Module | None = None) -> VAE:
+        config = VAEConfig(latent_dim=len(self.scales), likelihood="gaussian", decoder_std=self.s, net="mlp", hidden=(16,))
+        torch.manual_seed(0)
+        model = VAE(config, self.spec).double()
+        decoder = nn.Linear(len(self.scales), len(self.b)).double()
+        with torch.no_grad():
+            decoder.weight.copy_(self.W)
+            decoder.bias.copy_(self.b)
+        model.decoder = decoder
+        if encoder is not None:
+            model.encoder = encoder
+        return model
+
+    def posterior_mean(self, x):
+        return self.posterior_var * ((x - self.b) @ self.W) / self.s**2
+
+    def elbo(self, x, mean, logvar):
+        """E_q[log p(x|z)] - KL in closed form for q = N(mean, diag exp(logvar))."""
+        D_, var = x.shape[1], torch.exp(logvar)
+        residual = x - mean @ self.W.T - self.b
+        expected_sq = (residual**2).sum(1) + (var * self.scales**2).sum(1)  # tr(W diag(var) W^T)
+        recon = -0.5 * D_ * math.log(2 * math.pi * self.s**2) - expected_sq / (2 * self.s**2)
+        kl = 0.5 * (mean**2 + var - 1 - logvar).sum(1)
+        return recon - kl
+
+    def data(self, n, seed=1):
+        torch.manual_seed(seed)
+        return self.marginal.sample((n,))
+
+
+class ExactPosteriorEncoder(nn.Module):
+    def __init__(self, oracle: LinearGaussian):
+        super().__init__()
+        self.oracle = oracle
+
+    def forward(self, x):
+        mean = self.oracle.posterior_mean(x)
+        return torch.cat([mean, torch.log(self.oracle.posterior_var).expand_as(mean)], dim=1)
+
+
+def test_elbo_matches_closed_form_and_lies_below_log_px():
+    oracle = LinearGaussian()
+    model = oracle.vae()  # an untrained MLP encoder
+    x = oracle.data(32)
+    log_px = oracle.marginal.log_prob(x)
+    with torch.no_grad():
+        mean, logvar = model.encode(x)
+        exact = oracle.elbo(x, mean, logvar)
+        estimate = model.elbo(x, samples=4000, generator=torch.Generator().manual_seed(0))
+        draws = model.elbo(x.repeat(4000, 1), generator=torch.Generator().manual_seed(1)).view(4000, -1)
+    assert torch.all(exact < log_px)
+    assert (log_px - exact).mean() > 1.0  # an untrained encoder leaves a real gap
+    # one-draw estimates are unbiased: both Monte Carlo means within 5 standard errors of the closed form
+    standard_error = draws.std(0) / math.sqrt(4000)
+    assert torch.all((estimate - exact).abs() < 5 * standard_error), ((estimate - exact) / standard_error)
+    assert torch.all((draws.mean(0) - exact).abs() < 5 * standard_error), ((draws.mean(0) - exact) / standard_error)
+
+
+def test_iwae_rises_toward_log_px_with_k():
+    oracle = LinearGaussian()
+    model = oracle.vae()
+    x = oracle.data(32)
+    log_px = oracle.marginal.log_prob(x)
+    with torch.no_grad():
+        mean, logvar = model.encode(x)
+        elbo = oracle.elbo(x, mean, logvar)
+        gaps = {}
+        for k in (1, 10, 100, 1000):
+            estimate = model.iwae_log_likelihood(x, k, generator=torch.Generator().manual_seed(k))
+            gaps[k] = (log_px - estimate).mean().item()
+        # IWAE_1 is an unbiased estimate of the ELBO: average 2000 independent draws per sample
+        iwae1 = model.iwae_log_likelihood(x.repeat(4000, 1), 1, generator=torch.Generator().manual_seed(7)).view(4000, -1)
+    assert gaps[1] > gaps[10] > gaps[100] > gaps[1000] > -0.05, gaps
+    assert gaps[1000] < 0.1 * gaps[1], gaps
+    standard_error = iwae1.std(0) / math.sqrt(4000)
+    assert torch.all((iwae1.mean(0) - elbo).abs() < 5 * standard_error), ((iwae1.mean(0) - elbo) / standard_error)
+    # nll_bound is -IWAE with config.iw_samples
+    bound = model.nll_bound(x, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(bound, -model.iwae_log_likelihood(x, model.config.iw_samples, generator=torch.Generator().manual_seed(3)))
+
+
+def test_exact_posterior_makes_the_bounds_tight():
+    oracle = LinearGaussian()
+    model = oracle.vae(ExactPosteriorEncoder(oracle))
+    x = oracle.data(16)
+    log_px = oracle.marginal.log_prob(x)
+    with torch.no_grad():
+        # with q = p(z|x), log p(x, z) - log q(z|x) = log p(x) for every z, so even one draw is exact
+        iwae1 = model.iwae_log_likelihood(x, 1, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(iwae1, log_px, atol=1e-9, rtol=1e-9)
+        mean, logvar = model.encode(x)
+        torch.testing.assert_close(oracle.elbo(x, mean, logvar), log_px, atol=1e-9, rtol=1e-9)
+        estimate = model.elbo(x, samples=4000, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(estimate, log_px, atol=0.05, rtol=0.0)
+
+
+# -- the training loss ---------------------------------------------------------------------------
+@pytest.mark.parametrize("beta", [0.0, 0.5, 4.0])
+def test_total_is_recon_plus_beta_kl(beta):
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(latent_dim=3, beta=beta, channels=(4, 8)), IMAGE)
+    x = torch.rand(6, 1, 8, 8)
+    torch.manual_seed(1)
+    loss = model.loss(Batch(x))
+    torch.testing.assert_close(loss.total, loss.terms["recon"] + beta * loss.terms["kl"], rtol=1e-6, atol=1e-5)
+    torch.testing.assert_close(loss.terms["elbo"], -(loss.terms["recon"] + loss.terms["kl"]), rtol=1e-6, atol=1e-5)
+    assert loss.terms["kl"] > 0
+
+
+def test_gradients_reach_the_encoder_through_z():
+    # beta = 0 leaves the reconstruction term alone: the encoder learns only through z = mu + sigma * eps
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(latent_dim=3, beta=0.0, net="conv", channels=(4, 8)), IMAGE)
+    model.loss(Batch(torch.rand(4, 1, 8, 8))).total.backward()
+    for name, p in model.encoder.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+    assert sum(p.grad.abs().sum() for p in model.encoder.parameters()) > 0
+    # the log-variance half of the encoder's output gets gradient too (sigma multiplies eps)
+    last = model.encoder.net[-1]
+    assert last.weight.grad[3:].abs().sum() > 0
+
+
+def test_loss_under_bf16_autocast_is_finite_float32():
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(latent_dim=3, channels=(4, 8)), IMAGE)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        loss = model.loss(Batch(torch.rand(4, 1, 8, 8)))
+    assert loss.total.dtype == torch.float32 and torch.isfinite(loss.total)
+
+
+# -- sampling and inspection ----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "spec, fields",
+    [
+        (IMAGE, dict(channels=(4, 8))),
+        (DataSpec("vec", kind="vector", shape=(3,), value_range=(-2.0, 3.0)), dict(likelihood="gaussian", hidden=(8,))),
+        (DataSpec("vec", kind="vector", shape=(3,), value_range=(-1.0, 1.0)), dict(hidden=(8,))),
+    ],
+)
+def test_samples_are_reproducible_and_in_range(spec, fields):
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(latent_dim=2, **fields), spec)
+    with torch.no_grad():  # push decoder outputs far outside the range, so the mapping/clamp matters
+        for p in model.decoder.parameters():
+            p.mul_(50.0)
+    a = model.sample(64, generator=torch.Generator().manual_seed(3))
+    b = model.sample(64, generator=torch.Generator().manual_seed(3))
+    c = model.sample(64, generator=torch.Generator().manual_seed(4))
+    assert a.shape == (64, *spec.shape)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    low, high = spec.value_range
+    assert a.min() >= low and a.max() <= high
+
+
+def test_reconstruct_and_encode_mean():
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(latent_dim=5, channels=(4, 8)), IMAGE)
+    x = torch.rand(3, 1, 8, 8)
+    assert model.encode_mean(x).shape == (3, 5)
+    torch.testing.assert_close(model.encode_mean(x), model.encode(x).mean)
+    r = model.reconstruct(x)
+    assert r.shape == x.shape and 0 <= r.min() and r.max() <= 1
+
+
+# -- config and registry ---------------------------------------------------------------------------
+def test_config_errors_name_the_field_and_choices():
+    with pytest.raises(ConfigError, match=r"likelihood='poisson'.*'bernoulli', 'gaussian'"):
+        VAEConfig(likelihood="poisson")
+    with pytest.raises(ConfigError, match=r"net='resnet'.*'auto', 'mlp', 'conv'"):
+        VAEConfig(net="resnet")
+    with pytest.raises(ConfigError, match="latent_dim"):
+        VAEConfig(latent_dim=0)
+    with pytest.raises(ConfigError, match="decoder_std.*likelihood='gaussian'"):
+        VAEConfig(decoder_std=0.1)
+    with pytest.raises(ConfigError, match="channels"):
+        VAEConfig(channels=())
+    with pytest.raises(ConfigError, match="likelihood='gaussian'"):
+        VAE(VAEConfig(), DataSpec("vec", kind="vector", shape=(2,), value_range=(-math.inf, math.inf)))
+
+
+def test_config_from_cli_words_and_registry():
+    config = VAEConfig.from_dict({"hidden": "32,16", "likelihood": "gaussian", "decoder_std": "0.5", "beta": "2"})
+    assert config.hidden == (32, 16) and config.decoder_std == 0.5 and config.beta == 2.0
+    assert VAEConfig.from_dict({"likelihood": "gaussian", "decoder_std": "none"}).decoder_std is None
+    entry = get("vae")
+    assert entry.model_class is VAE and entry.config_class is VAEConfig and entry.family == "latent"
+    model = genlab.create("vae", data=IMAGE, latent_dim=4, channels=(4, 8))
+    assert isinstance(model, VAE) and model.config.latent_dim == 4
+
+
+# -- training ------------------------------------------------------------------------------------------
+def test_training_lowers_the_negative_elbo_to_near_the_true_entropy():
+    # x ~ N(m, A A^T) in 2-D; a VAE with a Gaussian decoder can represent it exactly, so -ELBO
+    # should fall from its initial value to near the entropy H = -E[log p(x)].
+    torch.manual_seed(0)
+    A = torch.tensor([[1.0, 0.0], [0.9, 0.3]])
+    m = torch.tensor([2.0, -1.0])
+    truth = D.MultivariateNormal(m, A @ A.T)
+    spec = DataSpec("gauss2d", kind="vector", shape=(2,), value_range=(-10.0, 10.0))
+    model = VAE(VAEConfig(latent_dim=2, likelihood="gaussian", hidden=(32, 32)), spec)
+    held_out = truth.sample((2000,))
+
+    def negative_elbo():
+        with torch.no_grad():
+            return -model.elbo(held_out, samples=8, generator=torch.Generator().manual_seed(0)).mean().item()
+
+    before = negative_elbo()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(300):
+        loss = model.loss(Batch(truth.sample((256,))))
+        optimizer.zero_grad()
+        loss.total.backward()
+        optimizer.step()
+    after = negative_elbo()
+    entropy = truth.entropy().item()
+    assert after < before - 1.0, (before, after)
+    assert entropy - 0.05 < after < entropy + 0.5, (after, entropy)
+
+
+def test_loss_traces_as_one_graph():
+    """No graph breaks in the training loss (torch.compile-ready); eager backend: no code generation."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(latent_dim=3, channels=(4, 8)), IMAGE)
+    loss = torch.compile(model.loss, backend="eager", fullgraph=True)(Batch(torch.rand(4, 1, 8, 8)))
+    assert torch.isfinite(loss.total)
