@@ -81,6 +81,9 @@ def test_resume_can_extend_a_finished_run(tmp_path):
     genlab.fit(make(), gaussian_data(), out=tmp_path / "r", max_steps=10, **FAST)
     run = genlab.fit(make(), gaussian_data(), out=tmp_path / "r", resume=True, max_steps=20, **FAST)
     assert run.step == 20 and [r["step"] for r in train_rows(run.history)] == [5, 10, 15, 20]
+    # options not given again are the run's own (here max_steps=20, log_every=5), not the defaults
+    run = genlab.fit(make(), gaussian_data(), out=tmp_path / "r", resume=True, progress=False)
+    assert run.step == 20 and run.config.log_every == 5
 
 
 def test_nan_loss_stops_with_step_term_and_checkpoint(tmp_path):
@@ -218,3 +221,37 @@ def test_ddp_two_processes_match_one_process(tmp_path, name, accum):
     for k in one:
         torch.testing.assert_close(two[k], one[k], rtol=1e-5, atol=1e-6)
     assert any(not torch.equal(one[k], start[k]) for k in one if one[k].is_floating_point())
+
+
+def test_gradient_clipping_bounds_the_update():
+    # player b steps with plain SGD, so its update is lr * clipped gradient: norm <= lr * grad_clip
+    torch.manual_seed(0)
+    model = genlab.create("test-two-player", data=gaussian_data())
+    before = torch.cat([p.detach().flatten().clone() for p in model.b.parameters()])
+    opts = dict(FAST, lr=0.05, ema_decay=0.0)
+    genlab.fit(model, gaussian_data(), max_steps=1, grad_clip=1e-3, **opts)
+    after = torch.cat([p.detach().flatten() for p in model.b.parameters()])
+    assert 0 < (after - before).norm() <= 0.05 * 1e-3 * (1 + 1e-5)
+
+
+def test_compile_option_runs_the_step_through_torch_compile(monkeypatch):
+    compiled = []
+    real_compile = torch.compile
+
+    def eager_compile(module, **kwargs):  # the eager backend: same graph capture, no C++ build
+        compiled.append(module)
+        return real_compile(module, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    plain = genlab.fit(make(noise=0.0), gaussian_data(), max_steps=10, **FAST)
+    run = genlab.fit(make(noise=0.0), gaussian_data(), max_steps=10, compile=True, **FAST)
+    assert len(compiled) == 1
+    assert losses(run.history) == pytest.approx(losses(plain.history), rel=1e-5)
+
+
+def test_model_train_defaults_apply_unless_given(monkeypatch):
+    model = make()
+    monkeypatch.setattr(type(model), "train_defaults", {"max_steps": 7, "lr": 0.01})
+    assert genlab.fit(model, gaussian_data(), **{k: v for k, v in FAST.items() if k != "lr"}).step == 7
+    run = genlab.fit(make(), gaussian_data(), max_steps=5, **FAST)
+    assert run.step == 5 and run.config.lr == 0.05

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import typing
 from pathlib import Path
@@ -97,6 +98,12 @@ def cmd_list(args: argparse.Namespace) -> None:
         print(f"  {name:<16} {summary}")
 
 
+def say(*args: Any) -> None:
+    """print, on the first process only (under torchrun every process runs the command)."""
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(*args)
+
+
 def _default_out(model: str, data: str) -> Path:
     stem = f"{model}-{Path(data).stem if ('/' in data or '.' in data) else data}"
     out = Path("runs") / stem
@@ -120,19 +127,19 @@ def cmd_train(args: argparse.Namespace) -> None:
         saved = read_run_config(out)
         fields = {**saved["model_config"], **fields}
     model = genlab.create(args.model, data=data, **fields)
-    print(f"training {model.name} on {data!r} -> {out}")
+    say(f"training {model.name} on {data!r} -> {out}")
     run = genlab.fit(model, data, out=out, resume=args.resume, **_train_options(args))
     last = next((r for r in reversed(run.history) if r["split"] == "train"), {})
     terms = ", ".join(f"{k}={v:.4g}" for k, v in last.items() if k not in ("step", "split", "lr", "examples_per_s"))
-    print(f"done: {run.step} steps; last logged {terms}")
+    say(f"done: {run.step} steps; last logged {terms}")
     paths = run.paths
-    print("wrote:")
-    print(f"  samples      {paths.final_samples}")
-    print(f"  curves       {paths.curves}")
-    print(f"  weights      {paths.weights}" + (f" and {paths.ema_weights.name}" if paths.ema_weights.exists() else ""))
-    print(f"  metrics      {paths.metrics}")
-    print(f"  config       {paths.config}")
-    print(f"next: genlab sample {out} -n 64 --out grid.png;  genlab eval {out};  genlab info {out}")
+    say("wrote:")
+    say(f"  samples      {paths.final_samples}")
+    say(f"  curves       {paths.curves}")
+    say(f"  weights      {paths.weights}" + (f" and {paths.ema_weights.name}" if paths.ema_weights.exists() else ""))
+    say(f"  metrics      {paths.metrics}")
+    say(f"  config       {paths.config}")
+    say(f"next: genlab sample {out} -n 64 --out grid.png;  genlab eval {out};  genlab info {out}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

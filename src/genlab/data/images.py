@@ -22,7 +22,6 @@ import io
 import json
 import os
 import tarfile
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -33,6 +32,7 @@ import torch
 from genlab.data.dataset import DataSpec, Dataset
 from genlab.data.splits import carve_validation, seeded_splits
 from genlab.errors import DataError
+from genlab.files import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz")
@@ -289,14 +289,7 @@ def _write_cache(file: Path, arrays: ImageArrays) -> None:
             content["class_names"] = np.array(arrays.class_names)
         if arrays.split_of is not None:
             content["split_of"] = arrays.split_of
-        fd, tmp = tempfile.mkstemp(dir=file.parent, prefix=file.stem, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **content)
-            os.replace(tmp, file)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(file, lambda f: np.savez(f, **content))
     except OSError:
         pass  # a read-only or full cache folder only costs decoding time next time
 

@@ -38,6 +38,9 @@ class GenerativeModel(nn.Module):
     name: ClassVar[str] = ""  # set by @register
     exact_likelihood: ClassVar[bool] = False
     has_custom_step: ClassVar[bool] = False
+    # training options this family does well with (e.g. more steps for diffusion); `fit` uses them
+    # where the caller gave none, so `genlab train NAME` works well without flags
+    train_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
         super().__init__()

@@ -12,7 +12,7 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from torch import Tensor, nn
@@ -490,13 +490,18 @@ def fit(
     resume: bool = False,
     **options: Any,
 ) -> Run:
-    """Train `model` on `data`'s train split with the options of `TrainConfig` as keywords.
+    """Train `model` on `data`'s train split with the options of `TrainConfig` as keywords;
+    options not given come from the resumed run's config, then `model.train_defaults`, then
+    TrainConfig's defaults.
 
     out: run directory (config, weights, checkpoints, metrics, pictures); None keeps it in memory.
     resume: continue the run in `out` from its last checkpoint; the losses then match an
     uninterrupted run step for step (same seed, same data order, restored RNG and optimizer state).
     Under `torchrun`, every process calls `fit` and DDP keeps their weights equal.
     """
-    cfg = TrainConfig.from_dict(options)
+    saved: dict[str, Any] = {}
+    if resume and out is not None and RunPaths(Path(out)).config.is_file():
+        saved = read_run_config(out)["train"]  # a resumed run keeps its options unless told otherwise
+    cfg = TrainConfig.from_dict({**model.train_defaults, **saved, **options})
     engine = _Engine(model, data, cfg, None if out is None else Path(out), resume)
     return engine.run()

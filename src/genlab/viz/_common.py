@@ -7,36 +7,18 @@ drawing works without a display, from threads, and leaves the user's pyplot stat
 from __future__ import annotations
 
 import os
-import uuid
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from genlab.files import atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 DPI = 100  # pixels per inch of every saved figure, so a figsize in inches fixes the PNG size
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> Path:
-    """Write a file through `write(fileobj)` to a temporary name in the same folder, then
-    `os.replace` it onto `path`, so a reader (a report, a browser refreshing) never sees half a
-    PNG. Creates missing parent folders. Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # an exclusive open (not mkstemp) keeps the usual umask permissions instead of 0600
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def new_figure(width: float, height: float) -> "Figure":

@@ -65,7 +65,7 @@ class VAEConfig(Config):
         converts to bits/dim of the discrete data; samples are quantized back to the data's levels.
     """
 
-    latent_dim: int = 16
+    latent_dim: int = 8
     beta: float = 1.0
     likelihood: str = "bernoulli"
     decoder_std: float | None = None
@@ -120,6 +120,8 @@ class VAE(GenerativeModel):
     """
 
     config: VAEConfig
+    # measured on digits: FID keeps falling to ~6,000 steps at this rate (see the README's table)
+    train_defaults = {"max_steps": 6000, "lr": 2e-3, "lr_schedule": "cosine"}
 
     def __init__(self, config: VAEConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
