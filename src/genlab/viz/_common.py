@@ -86,6 +86,14 @@ def nonfinite_note(counts: dict[str, int]) -> str:
     return f"non-finite, not drawn: {', '.join(parts)}" if parts else ""
 
 
+def set_heading(fig: "Figure", title: str | None, counts: dict[str, int], fontsize: float = 11) -> None:
+    """The figure's title, with the non-finite note under it in red when rows were dropped."""
+    note = nonfinite_note(counts)
+    heading = "\n".join(t for t in (title, note) if t)
+    if heading:
+        fig.suptitle(heading, fontsize=fontsize, color="tab:red" if note else "black")
+
+
 def scatter_size(n: int) -> float:
     """Marker area for a scatter of n points: big for a few, small for many."""
     return float(min(12.0, max(0.5, 4000.0 / max(n, 1))))

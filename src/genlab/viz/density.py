@@ -15,7 +15,7 @@ from genlab.viz._common import (
     as_points,
     finite_rows,
     new_figure,
-    nonfinite_note,
+    set_heading,
     save_figure,
     scatter_size,
     thin,
@@ -141,10 +141,7 @@ def density_figure(
     for name, fn in (("model density", log_prob), ("true density", true_log_prob)):
         if fn is not None:
             _heat_map(next(axes), density_grid(fn, box, resolution, device=device, dtype=dtype), box, name)
-    note = nonfinite_note({"sample": bad_samples, "data": bad_data})
-    heading = "\n".join(t for t in (title, note) if t)
-    if heading:
-        fig.suptitle(heading, fontsize=11, color="tab:red" if note else "black")
+    set_heading(fig, title, {"sample": bad_samples, "data": bad_data}, fontsize=11)
     return fig
 
 

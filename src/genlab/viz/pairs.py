@@ -13,7 +13,7 @@ from genlab.viz._common import (
     as_points,
     finite_rows,
     new_figure,
-    nonfinite_note,
+    set_heading,
     save_figure,
     scatter_size,
     thin,
@@ -75,10 +75,7 @@ def pairwise_figure(
                 ax.set_ylabel(names[i], fontsize=8)
     if len(layers) > 1:
         axes[0, 0].legend(fontsize=7)
-    note = nonfinite_note({"sample": bad_samples, "data": bad_data})
-    heading = "\n".join(t for t in (title, note) if t)
-    if heading:
-        fig.suptitle(heading, fontsize=10, color="tab:red" if note else "black")
+    set_heading(fig, title, {"sample": bad_samples, "data": bad_data}, fontsize=10)
     return fig
 
 

@@ -265,7 +265,7 @@ class VAE(GenerativeModel):
         """x = E[x|z], z ~ N(0, I): the decoder mean (not a draw from p(x|z)), (n, *shape) in value_range
         (quantized to the data's levels when the model dequantizes)."""
         if cond is not None:
-            raise NotImplementedError("the VAE is unconditional; pass cond=None")
+            raise ConfigError("the VAE is unconditional; pass cond=None (class-conditional models take cond)")
         mean = self.decoder_mean(self.decode(self.prior_sample(n, generator)))
         return quantize(mean, self.spec) if self.dequantizes else mean
 
