@@ -267,3 +267,23 @@ def test_loss_traces_as_one_graph():
     model = VAE(VAEConfig(latent_dim=3, channels=(4, 8)), IMAGE)
     loss = torch.compile(model.loss, backend="eager", fullgraph=True)(Batch(torch.rand(4, 1, 8, 8)))
     assert torch.isfinite(loss.total)
+
+
+class _Constant(nn.Module):
+    def __init__(self, value: torch.Tensor) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.value.expand(z.shape[0], -1)
+
+
+def test_vector_samples_are_draws_from_the_gaussian_decoder():
+    # p(x|z) = N(c, 0.5^2 I) for every z: samples have mean c and std 0.5; images would get the mean
+    spec = DataSpec("vec", kind="vector", shape=(3,), value_range=(-20.0, 20.0))
+    model = VAE(VAEConfig(latent_dim=2, likelihood="gaussian", decoder_std=0.5, hidden=(8,)), spec)
+    c = torch.tensor([1.0, -2.0, 3.0])
+    model.decoder = _Constant(c)
+    x = model.sample(20_000, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(x.mean(0), c, atol=0.02, rtol=0)
+    torch.testing.assert_close(x.std(0), torch.full((3,), 0.5), atol=0.01, rtol=0)

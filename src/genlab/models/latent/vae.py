@@ -262,11 +262,21 @@ class VAE(GenerativeModel):
     # -- generation and inspection ---------------------------------------------------------------
     @torch.no_grad()
     def sample(self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """x = E[x|z], z ~ N(0, I): the decoder mean (not a draw from p(x|z)), (n, *shape) in value_range
-        (quantized to the data's levels when the model dequantizes)."""
+        """z ~ N(0, I), then (n, *shape) in the data's space:
+
+        images: x = E[x|z], the decoder mean, as is customary (independent pixel noise only adds
+            grain), quantized to the data's levels when the model dequantizes;
+        vectors and tables with the Gaussian decoder: x ~ p(x|z) = N(mu(z), sigma^2), a draw from the
+            model, whose spread the observation noise is part of (clipped to the data's value_range).
+        """
         if cond is not None:
             raise ConfigError("the VAE is unconditional; pass cond=None (class-conditional models take cond)")
-        mean = self.decoder_mean(self.decode(self.prior_sample(n, generator)))
+        params = self.decode(self.prior_sample(n, generator))
+        mean = self.decoder_mean(params)
+        if self.config.likelihood == "gaussian" and self.spec.kind != "image":
+            scale = torch.as_tensor(self.observation_log_scale(), dtype=mean.dtype, device=mean.device).exp()
+            noise = sample_standard_normal(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+            return (mean + scale * noise).clamp(*self.spec.value_range)
         return quantize(mean, self.spec) if self.dequantizes else mean
 
     @torch.no_grad()
@@ -282,7 +292,7 @@ class VAE(GenerativeModel):
     # -- helpers -----------------------------------------------------------------------------------
     @property
     def _dtype(self) -> torch.dtype:
-        return next(self.decoder.parameters()).dtype
+        return next(self.decoder.parameters(), next(self.parameters())).dtype
 
     def _to_unit(self, x: Tensor) -> Tensor:
         low, high = self.spec.value_range
