@@ -214,7 +214,12 @@ def test_ddp_two_processes_match_one_process(tmp_path, name, accum):
     single = subprocess.run([sys.executable, str(script), name, str(tmp_path / "one.pt"), str(accum)], env=env, capture_output=True, text=True, timeout=300)
     assert single.returncode == 0, single.stderr[-2000:]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), name, str(tmp_path / "two.pt"), str(accum)]
-    double = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    for _attempt in range(2):
+        double = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+        # gloo sometimes aborts one process while both tear the group down, after the work is done
+        # (seen about 1 run in 6 when two such tests share 2 cores); that alone earns one retry
+        if double.returncode == 0 or "terminate called without an active exception" not in double.stderr:
+            break
     assert double.returncode == 0, double.stderr[-3000:]
     one, two = torch.load(tmp_path / "one.pt"), torch.load(tmp_path / "two.pt")
     start = genlab.create(name, data=gaussian_data(dim=4)).state_dict()

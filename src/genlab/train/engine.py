@@ -358,6 +358,8 @@ class _Engine:
         if self.out is not None and self.dist.is_main:
             self._write_curves()
         distributed.barrier(self.dist)
+        # drop the DDP wrapper (and its reducer) while the process group it uses still exists
+        self.step_module = self.model
         distributed.shutdown(self.dist)
         ema_model = self.ema.module if self.ema is not None else None
         if ema_model is not None:
