@@ -42,7 +42,7 @@ class LinearGaussian:
         self.posterior_var = 1.0 / (1.0 + self.scales**2 / s**2)
 
     def vae(self, encoder: nn.Module | None = None) -> VAE:
-        config = VAEConfig(latent_dim=len(self.scales), likelihood="gaussian", decoder_std=self.s, net="mlp", hidden=(16,))
+        config = VAEConfig(latent_dim=len(self.scales), likelihood="gaussian", decoder_std=self.s, net="mlp", hidden=(16,), prior="standard")
         torch.manual_seed(0)
         model = VAE(config, self.spec).double()
         decoder = nn.Linear(len(self.scales), len(self.b)).double()
@@ -138,16 +138,89 @@ def test_exact_posterior_makes_the_bounds_tight():
 
 
 # -- the training loss ---------------------------------------------------------------------------
+@pytest.mark.parametrize("prior", ["standard", "vamp"])
 @pytest.mark.parametrize("beta", [0.0, 0.5, 4.0])
-def test_total_is_recon_plus_beta_kl(beta):
+def test_total_is_recon_plus_beta_kl(beta, prior):
     torch.manual_seed(0)
-    model = VAE(VAEConfig(latent_dim=3, beta=beta, channels=(4, 8)), IMAGE)
+    model = VAE(VAEConfig(latent_dim=3, beta=beta, channels=(4, 8), prior=prior, prior_components=5), IMAGE)
     x = torch.rand(6, 1, 8, 8)
     torch.manual_seed(1)
     loss = model.loss(Batch(x))
     torch.testing.assert_close(loss.total, loss.terms["recon"] + beta * loss.terms["kl"], rtol=1e-6, atol=1e-5)
     torch.testing.assert_close(loss.terms["elbo"], -(loss.terms["recon"] + loss.terms["kl"]), rtol=1e-6, atol=1e-5)
-    assert loss.terms["kl"] > 0
+    if prior == "standard":  # the closed form is >= 0; the VampPrior's one-draw estimate need not be
+        assert loss.terms["kl"] > 0
+
+
+# -- the VampPrior ------------------------------------------------------------------------------------
+def _vamp_model(k=4, latent_dim=2):
+    torch.manual_seed(0)
+    spec = DataSpec("vec", kind="vector", shape=(3,), value_range=(-5.0, 5.0))
+    model = VAE(VAEConfig(latent_dim=latent_dim, likelihood="gaussian", hidden=(8,), prior_components=k), spec).double()
+    with torch.no_grad():  # spread the components apart so the mixture is far from one Gaussian
+        model.pseudo_inputs.mul_(10.0)
+    return model
+
+
+def _reference_mixture(model):
+    means, logvars = model.prior_components()
+    k = means.shape[0]
+    return D.MixtureSameFamily(
+        D.Categorical(logits=torch.zeros(k, dtype=means.dtype)), D.Independent(D.Normal(means, (0.5 * logvars).exp()), 1)
+    )
+
+
+def test_vamp_prior_density_is_the_mixture_of_posteriors_at_the_pseudo_inputs():
+    model = _vamp_model()
+    reference = _reference_mixture(model)
+    z = torch.randn(50, 2, dtype=torch.float64) * 3
+    with torch.no_grad():
+        torch.testing.assert_close(model.prior_log_prob(z), reference.log_prob(z))
+
+
+def test_vamp_prior_samples_follow_the_mixture():
+    model = _vamp_model()
+    reference = _reference_mixture(model)
+    with torch.no_grad():
+        z = model.prior_sample(200_000, generator=torch.Generator().manual_seed(0))
+        truth = reference.sample((200_000,))
+    torch.testing.assert_close(z.mean(0), reference.mean, atol=4 * truth.std(0).max().item() / math.sqrt(2e5), rtol=0)
+    torch.testing.assert_close(z.var(0), reference.variance, rtol=0.02, atol=0)
+    # the component choice is uniform: the share of draws nearest each component mean is close to truth's
+    centres = reference.component_distribution.mean
+    share = lambda s: torch.bincount(torch.cdist(s, centres).argmin(1), minlength=4) / len(s)  # noqa: E731
+    torch.testing.assert_close(share(z), share(truth), atol=0.01, rtol=0)
+
+
+def test_vamp_kl_estimate_is_unbiased():
+    # E_q[-H(q) - log p(z)] = E_q[log q(z) - log p(z)] = KL(q || p) >= 0; the entropy part is exact
+    model = _vamp_model()
+    x = torch.randn(3, 3, dtype=torch.float64)
+    with torch.no_grad():
+        q = model.encode(x)
+        q_rep = q.repeat(40_000)
+        z = q_rep.rsample(torch.Generator().manual_seed(0))
+        estimate = model.kl_divergence(q_rep, z).view(40_000, 3)
+        direct = (q_rep.log_prob(z) - _reference_mixture(model).log_prob(z)).view(40_000, 3)
+    standard_error = direct.std(0) / math.sqrt(40_000)
+    assert torch.all((estimate.mean(0) - direct.mean(0)).abs() < 3 * standard_error)
+    assert torch.all(direct.mean(0) > 0)
+
+
+def test_initialize_from_data_sets_pseudo_inputs_and_decoder_scale_once():
+    data = genlab.data.load("8gaussians", n=500)
+    model = genlab.create("vae", data=data, likelihood="gaussian", prior_components=7, hidden=(8,))
+    x, _ = data.train.tensors()
+    model.initialize_from_data(data.train, torch.Generator().manual_seed(0))
+    first = model.pseudo_inputs.detach().clone()
+    # each pseudo-input is a distinct training sample
+    assert ((first[:, None] - x[None]).abs().sum(-1).min(1).values == 0).all() and len(torch.unique(first, dim=0)) == 7
+    torch.testing.assert_close(model.observation_log_scale().exp(), 0.1 * x.std(0) + 2e-3, rtol=1e-4, atol=1e-6)
+    model.initialize_from_data(data.train, torch.Generator().manual_seed(1))  # a second call keeps them
+    assert torch.equal(model.pseudo_inputs, first)
+    other = genlab.create("vae", data=data, likelihood="gaussian", prior_components=7, hidden=(8,))
+    other.initialize_from_data(data.train, torch.Generator().manual_seed(0))
+    assert torch.equal(other.pseudo_inputs, first)  # the same seed picks the same samples
 
 
 def test_gradients_reach_the_encoder_through_z():
@@ -287,3 +360,16 @@ def test_vector_samples_are_draws_from_the_gaussian_decoder():
     x = model.sample(20_000, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(x.mean(0), c, atol=0.02, rtol=0)
     torch.testing.assert_close(x.std(0), torch.full((3,), 0.5), atol=0.01, rtol=0)
+
+
+def test_fit_initializes_from_data_on_a_fresh_run_only(tmp_path):
+    data = genlab.data.load("8gaussians", n=300)
+    model = genlab.create("vae", data=data, likelihood="gaussian", prior_components=5, hidden=(8,))
+    genlab.fit(model, data, max_steps=2, batch_size=16, out=tmp_path / "run", progress=False, ema_decay=0)
+    assert int(model.initialized_from_data) == 1
+    x, _ = data.train.tensors()
+    # two Adam steps move the pseudo-inputs by about 2 lr; they started on training samples
+    assert (torch.cdist(model.pseudo_inputs.detach(), x).min(1).values < 0.05).all()
+    reloaded = genlab.load(tmp_path / "run")
+    assert int(reloaded.initialized_from_data) == 1
+    torch.testing.assert_close(reloaded.pseudo_inputs, model.pseudo_inputs)

@@ -83,6 +83,11 @@ def default_extractor(spec: DataSpec) -> str | None:
     )
 
 
+# Generated samples drawn by default when the held-out split is smaller. With 180 (digits' test
+# split), the GMM baseline's FID ranged 24-52 over three seeds; with 1,000, 31.3-32.4.
+MIN_GENERATED = 1000
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -98,7 +103,8 @@ def evaluate_run(
     """Sample metrics and likelihood of a run's model on the held-out `split` of its data, and of
     each baseline (e.g. "gmm") fitted to the same training split. Writes RUN/eval.json.
 
-    The model draws as many samples as the split holds (or n), from a generator seeded with `seed`.
+    The model draws as many samples as the split holds, at least MIN_GENERATED (or n), from a
+    generator seeded with `seed`.
     """
     import genlab.data
     from genlab.train.checkpoint import save_json
@@ -109,7 +115,7 @@ def evaluate_run(
     data = genlab.data.load(**{**cfg["data"], **(data_options or {})})
     held_out = data.split(split)
     real, _ = held_out.tensors()
-    n = n or len(real)
+    n = n or max(len(real), MIN_GENERATED)
     extractor = extractor or default_extractor(model.spec)
 
     report: dict[str, Any] = {"run": str(run_dir), "split": split, "n_real": len(real), "n_fake": n,

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from genlab.config import Config
-from genlab.data.dataset import Batch, DataSpec
+from genlab.data.dataset import Batch, DataSpec, Dataset
 
 if TYPE_CHECKING:
     from genlab.train.engine import StepContext
@@ -63,6 +63,15 @@ class GenerativeModel(nn.Module):
         the engine steps them itself (with accumulation and DDP).
         """
         raise NotImplementedError(f"{type(self).__name__} sets has_custom_step but defines no training_step")
+
+    def initialize_from_data(self, train: Dataset, generator: torch.Generator) -> None:
+        """Data-dependent initialisation (e.g. VampPrior pseudo-inputs, ActNorm statistics), called by
+        `genlab.fit` once, at the start of a fresh run, before the optimizers and the EMA copy exist.
+
+        Draw from `generator` only (seeded by the run's seed, so every DDP process makes the same
+        choice); a model that calls fit again keeps its state if it records that it was initialised.
+        The default does nothing.
+        """
 
     def configure_optimizers(self, lr: float, weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:
         """Optimizers by name. One AdamW over all parameters unless a model needs more."""

@@ -92,6 +92,18 @@ def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:
     return sum_except_batch(0.5 * (mean**2 + torch.exp(logvar) - 1.0 - logvar))
 
 
+def diagonal_gaussian_mixture_log_prob(z: Tensor, means: Tensor, logvars: Tensor, log_weights: Tensor) -> Tensor:
+    """log sum_k w_k N(z; m_k, diag(exp(logvar_k))), by log-sum-exp over the K components.
+
+    z: (B, D); means, logvars: (K, D); log_weights: (K,) normalised (log w_k, summing to 1 in
+    probability). Returns (B,). Evaluated for all B x K pairs at once, so memory is O(B K D).
+    """
+    z, means, logvars = at_least_float32(z), at_least_float32(means), at_least_float32(logvars)
+    z = z[:, None, :]  # (B, D) -> (B, 1, D), against (K, D) components
+    component = -0.5 * (LOG_2PI + logvars + (z - means) ** 2 * torch.exp(-logvars)).sum(-1)  # (B, K)
+    return torch.logsumexp(component + at_least_float32(log_weights), dim=1)
+
+
 class DiagonalGaussian(NamedTuple):
     """N(mean, diag(exp(logvar))), a batch of them; mean, logvar: (B, D).
 
@@ -114,6 +126,10 @@ class DiagonalGaussian(NamedTuple):
     def log_prob(self, z: Tensor) -> Tensor:
         """log q(z) per row, (B,)."""
         return diagonal_gaussian_log_prob(z, self.mean, self.logvar)
+
+    def entropy(self) -> Tensor:
+        """H[q] = 1/2 sum_i (log 2pi + 1 + logvar_i) per row, (B,)."""
+        return sum_except_batch(0.5 * (LOG_2PI + 1.0 + at_least_float32(self.logvar)))
 
     def kl_to_standard_normal(self) -> Tensor:
         """KL(self || N(0, I)) per row in closed form, (B,); see `gaussian_kl`."""

@@ -156,6 +156,9 @@ class _Engine:
 
         self.channels_last = cfg.channels_last and self.device.type == "cuda" and model.spec.kind == "image"
         model.to(self.device)
+        if not resume:
+            # a generator of its own, so the training RNG stream is the same with or without it
+            model.initialize_from_data(self.train_set, torch.Generator().manual_seed(cfg.seed))
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.optimizers = model.configure_optimizers(cfg.lr, cfg.weight_decay)
