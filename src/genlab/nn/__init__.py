@@ -1,6 +1,7 @@
 """Building blocks shared by the model families: MLP, convolutional encoder/decoder, distributions."""
 
 from genlab.nn.activations import ACTIVATIONS, get_activation
+from genlab.nn.attention import MultiHeadSelfAttention, SpatialSelfAttention
 from genlab.nn.builders import NETS, build_decoder, build_encoder, resolve_net
 from genlab.nn.conv import ConvDecoder, ConvEncoder, ResidualBlock, Upsample, downsample_plan, resolution_plan
 from genlab.nn.distributions import (
@@ -13,16 +14,30 @@ from genlab.nn.distributions import (
     standard_normal_log_prob,
     sum_except_batch,
 )
+from genlab.nn.dit import DIT_PRESETS, DiT, DiTBlock, patchify, unpatchify
+from genlab.nn.embeddings import ClassEmbedding, NoiseLevelEmbedding, sinusoidal_embedding
 from genlab.nn.mlp import MLP
+from genlab.nn.time_mlp import TimeConditionedMLP
+from genlab.nn.unet import UNET_PRESETS, UNet
 
 __all__ = [
     "ACTIVATIONS",
+    "DIT_PRESETS",
     "NETS",
+    "UNET_PRESETS",
+    "ClassEmbedding",
     "ConvDecoder",
     "ConvEncoder",
+    "DiT",
+    "DiTBlock",
     "DiagonalGaussian",
     "MLP",
+    "MultiHeadSelfAttention",
+    "NoiseLevelEmbedding",
     "ResidualBlock",
+    "SpatialSelfAttention",
+    "TimeConditionedMLP",
+    "UNet",
     "Upsample",
     "bernoulli_log_likelihood",
     "build_decoder",
@@ -32,9 +47,12 @@ __all__ = [
     "gaussian_kl",
     "gaussian_log_likelihood",
     "get_activation",
+    "patchify",
     "resolution_plan",
     "resolve_net",
     "sample_standard_normal",
+    "sinusoidal_embedding",
     "standard_normal_log_prob",
     "sum_except_batch",
+    "unpatchify",
 ]

@@ -70,22 +70,67 @@ def conv_norm(channels: int, norm: str = "group", max_groups: int = 8) -> nn.Mod
 
 
 class ResidualBlock(nn.Module):
-    """Pre-activation residual block (He et al. 2016): x + conv(act(norm(conv(act(norm(x)))))).
-    (B, C, H, W) -> (B, C, H, W)."""
+    """Pre-activation residual block (He et al. 2016): skip(x) + conv(act(norm(conv(act(norm(x)))))).
+    (B, C, H, W) -> (B, C_out, H, W); with the defaults C_out = C and skip is the identity.
 
-    def __init__(self, channels: int, *, activation: str = "silu", norm: str = "group") -> None:
+    The keyword options make it the DDPM block (Ho et al. 2020, appendix B); their defaults leave
+    the plain block unchanged (same modules, same state-dict keys, same numbers):
+    out_channels: another output width; skip(x) is then a 1x1 convolution.
+    embedding_dim: add Linear(act(e)) per channel after the first convolution, for a conditioning
+        vector e (B, embedding_dim) passed to forward (the time embedding); None: no embedding.
+    dropout: dropout before the second convolution.
+    max_groups: GroupNorm uses gcd(width, max_groups) groups (DDPM: 32).
+    zero_init_last: start the second convolution at zero, so the block starts as skip(x).
+
+    >>> import torch
+    >>> block = ResidualBlock(8, out_channels=16, embedding_dim=4, zero_init_last=True)
+    >>> block(torch.randn(2, 8, 5, 5), torch.randn(2, 4)).shape
+    torch.Size([2, 16, 5, 5])
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        *,
+        activation: str = "silu",
+        norm: str = "group",
+        out_channels: int | None = None,
+        embedding_dim: int | None = None,
+        dropout: float = 0.0,
+        max_groups: int = 8,
+        zero_init_last: bool = False,
+    ) -> None:
         super().__init__()
+        out_channels = channels if out_channels is None else out_channels
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"residual block dropout={dropout!r} must lie in [0, 1)")
         self.body = nn.Sequential(
-            conv_norm(channels, norm),
+            conv_norm(channels, norm, max_groups),
             get_activation(activation),
-            nn.Conv2d(channels, channels, 3, padding=1),
-            conv_norm(channels, norm),
+            nn.Conv2d(channels, out_channels, 3, padding=1),
+            conv_norm(out_channels, norm, max_groups),
             get_activation(activation),
-            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1),
         )
+        if zero_init_last:
+            nn.init.zeros_(self.body[-1].weight)
+            nn.init.zeros_(self.body[-1].bias)
+        self.skip = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
+        self.embedding_proj = None
+        if embedding_dim is not None:
+            self.embedding_proj = nn.Sequential(get_activation(activation), nn.Linear(embedding_dim, out_channels))
+        self.dropout = dropout
 
-    def forward(self, x: Tensor) -> Tensor:
-        return x + self.body(x)
+    def forward(self, x: Tensor, embedding: Tensor | None = None) -> Tensor:
+        if self.embedding_proj is None and self.dropout == 0.0:  # the plain block
+            return self.skip(x) + self.body(x)
+        h = self.body[:3](x)  # norm, act, conv: (B, C, H, W) -> (B, C_out, H, W)
+        if self.embedding_proj is not None:
+            if embedding is None:
+                raise ValueError("this ResidualBlock was built with embedding_dim; pass forward(x, embedding)")
+            h = h + self.embedding_proj(embedding)[:, :, None, None]  # (B, E) -> (B, C_out, 1, 1)
+        h = F.dropout(self.body[3:5](h), self.dropout, self.training)
+        return self.skip(x) + self.body[5](h)
 
 
 class Upsample(nn.Module):
