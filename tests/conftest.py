@@ -16,3 +16,15 @@ def shared_datasets() -> Path:
     if not SHARED_DATASETS.is_dir():
         pytest.skip(f"real datasets folder {SHARED_DATASETS} is absent")
     return SHARED_DATASETS
+
+
+@pytest.fixture
+def one_thread():
+    """One intra-op thread for the test: on tiny tensors, threads spin against the other processes
+    on a shared CPU (pytest -n 2) and make a test up to 100x slower."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -32,13 +32,7 @@ from genlab.models.diffusion.analytic import GaussianMixtureData
 from genlab.models.diffusion.schedules import VPSDE, DiscreteSchedule
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: on a shared CPU, intra-op threads spin against other processes (100x slower)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def noise_levels(process: str, batch: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

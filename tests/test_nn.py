@@ -27,13 +27,7 @@ from genlab.nn import (
     standard_normal_log_prob,
 )
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: on a shared CPU, intra-op threads spin against other processes (100x slower)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 IMAGE_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32), (2, 7, 13), (1, 5, 5), (1, 1, 1), (3, 9, 30)]

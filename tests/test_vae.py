@@ -17,13 +17,7 @@ from genlab.registry import get
 IMAGE = DataSpec("toy-images", kind="image", shape=(1, 8, 8))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny tensors: on a shared CPU, intra-op threads spin against other processes (100x slower)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # -- the linear-Gaussian oracle ----------------------------------------------------------------

@@ -2,5 +2,7 @@
 
 from genlab.models.base import GenerativeModel, Loss
 from genlab.models import latent  # noqa: F401  (registers latent-variable models)
+from genlab.models.diffusion import model as _diffusion  # noqa: F401  (registers diffusion models)
+from genlab.models.diffusion import latent as _latent_diffusion  # noqa: F401  (registers latent diffusion)
 
 __all__ = ["GenerativeModel", "Loss"]

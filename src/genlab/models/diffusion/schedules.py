@@ -410,7 +410,33 @@ class DiscreteSchedule(NoiseSchedule):
 # ================================================================================================
 # Continuous SDEs (Song et al. 2021) and EDM (Karras et al. 2022)
 # ================================================================================================
-class VPSDE(NoiseSchedule):
+class _UnitTimeSDE(NoiseSchedule):
+    """Continuous time on [0, 1] (the score SDEs): sampling on a uniform grid from t_start down to
+    t_min, training times ~ U(t_eps, 1) (Song et al. 2021, appendix C). For VE the uniform grid in t
+    gives geometric noise levels."""
+
+    t_max = 1.0
+    t_eps: float
+
+    def sampling_times(
+        self, steps: int, *, t_start: float | None = None, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
+    ) -> Tensor:
+        """(steps + 1,) times uniform from t_start (default 1) to t_min."""
+        _check_steps(steps)
+        t_start = _check_t_start(self, t_start)
+        if t_start <= self.t_min:
+            raise ConfigError(f"t_start={t_start} must exceed t_min={self.t_min}")
+        return torch.linspace(t_start, self.t_min, steps + 1, dtype=torch.float64).to(device=device, dtype=dtype)
+
+    def training_times(
+        self, batch_size: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> Tensor:
+        """(B,) times ~ U(t_eps, 1) (Song et al. 2021, appendix C)."""
+        return _uniform_times(batch_size, self.t_eps, 1.0, generator, device)
+
+
+
+class VPSDE(_UnitTimeSDE):
     """The variance-preserving SDE dx = -beta(t)/2 x dt + sqrt(beta(t)) dW, beta(t) = beta_min + t (beta_max - beta_min)
     (Song et al. 2021, eq. 11), the continuous limit of DDPM: beta_min = N beta_1, beta_max = N beta_N.
 
@@ -452,22 +478,6 @@ class VPSDE(NoiseSchedule):
     def diffusion_squared(self, t: Tensor) -> Tensor:
         return self.beta(t)
 
-    def sampling_times(
-        self, steps: int, *, t_start: float | None = None, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
-    ) -> Tensor:
-        """(steps + 1,) times uniform from t_start (default 1) to t_min (Song et al. 2021)."""
-        _check_steps(steps)
-        t_start = _check_t_start(self, t_start)
-        if t_start <= self.t_min:
-            raise ConfigError(f"t_start={t_start} must exceed t_min={self.t_min}")
-        return torch.linspace(t_start, self.t_min, steps + 1, dtype=torch.float64).to(device=device, dtype=dtype)
-
-    def training_times(
-        self, batch_size: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None
-    ) -> Tensor:
-        """(B,) times ~ U(t_eps, 1) (Song et al. 2021, appendix C)."""
-        return _uniform_times(batch_size, self.t_eps, 1.0, generator, device)
-
     def noise_conditioning(self, t: Tensor) -> Tensor:
         """1000 t, the DDPM convention, so one network serves DDPM and VP."""
         return 1000.0 * _as_time(t)
@@ -498,7 +508,7 @@ class SubVPSDE(VPSDE):
         return self.beta(t) * -torch.expm1(4.0 * self.log_alpha(t))
 
 
-class VESDE(NoiseSchedule):
+class VESDE(_UnitTimeSDE):
     """The variance-exploding SDE dx = sqrt(d sigma^2/dt) dW with sigma(t) = sigma_min (sigma_max / sigma_min)^t
     (Song et al. 2021, eq. 9; the geometric noise levels of NCSN, Song & Ermon 2019).
 
@@ -535,22 +545,6 @@ class VESDE(NoiseSchedule):
 
     def diffusion_squared(self, t: Tensor) -> Tensor:
         return 2.0 * self._log_ratio * self.sigma(t) ** 2
-
-    def sampling_times(
-        self, steps: int, *, t_start: float | None = None, device: torch.device | str | None = None, dtype: torch.dtype = torch.float32
-    ) -> Tensor:
-        """(steps + 1,) times uniform from t_start (default 1) to t_min: geometric noise levels (Song et al. 2021)."""
-        _check_steps(steps)
-        t_start = _check_t_start(self, t_start)
-        if t_start <= self.t_min:
-            raise ConfigError(f"t_start={t_start} must exceed t_min={self.t_min}")
-        return torch.linspace(t_start, self.t_min, steps + 1, dtype=torch.float64).to(device=device, dtype=dtype)
-
-    def training_times(
-        self, batch_size: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None
-    ) -> Tensor:
-        """(B,) times ~ U(t_eps, 1) (Song et al. 2021, appendix C)."""
-        return _uniform_times(batch_size, self.t_eps, 1.0, generator, device)
 
     def noise_conditioning(self, t: Tensor) -> Tensor:
         """log(sigma(t)) / 4, the c_noise of Karras et al. 2022, table 1."""

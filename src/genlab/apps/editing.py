@@ -1,0 +1,487 @@
+"""Editing with a trained diffusion model: inpainting and SDEdit regeneration, for images and vectors.
+
+Both run the model's own sampler (any of `models/diffusion/samplers.py`) from a start built from the
+input, through the keywords every sampler shares: `x_start`, `t_start` and `after_step(x, t_next)`.
+
+inpaint, the replacement method (Song et al. 2021, appendix I.2; RePaint without resampling, Lugmayr
+et al. 2022, alg. 1): after every step t -> s of the sampler,
+
+    x_s <- m * q_sample(x_0, s) + (1 - m) * x_s,
+
+m = 1 on the known pixels and 0 on the region to generate: the known region is replaced by the input
+noised afresh to the new time, and the network fills in the rest consistently with it. The method is
+approximate: the generated part follows p(x_unknown | x_known) only as far as the noised known part
+carries x_known's information at each time (tests/test_editing.py measures the error on a Gaussian).
+`resample=U` takes every step U times, noising x_s back to t between the repeats (RePaint's resampling,
+jump length 1), which lets the two regions agree better, for U times the network calls.
+
+regenerate (SDEdit, Meng et al. 2022, alg. 1): noise the input to t_0 = `strength_to_time(strength)`,
+x_{t_0} = q_sample(x, t_0), and sample back to the data. A small strength keeps the input's layout and
+changes its details; strength 1 draws a fresh sample. With a mask, only the masked-out region changes.
+
+Inputs and outputs are in the data's space (images in their value range, e.g. [0, 1]); the model works
+in its normalised space (`model.normalize`). A mask passed to these functions holds 1 (True) for a known
+value to keep and 0 for one to generate; it may have any shape that broadcasts to x's (B, *shape), e.g.
+(1, 1, H, W) for one mask over every channel and example. Mask *image files* are the other way round,
+as in most inpainting tools: white marks the region to regenerate (`read_mask`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from genlab.data.dataset import DataSpec
+from genlab.data.transforms import quantize
+from genlab.errors import ConfigError, DataError
+from genlab.models.diffusion.model import DiffusionModel
+from genlab.models.diffusion.schedules import EDMSchedule, NoiseSchedule
+from genlab.nn.distributions import sample_standard_normal
+
+__all__ = ["inpaint", "regenerate", "strength_to_time", "read_image", "read_mask", "save_edit_grid", "edit_image_file"]
+
+# steps of a full trajectory when neither the caller nor the model's config gives them (DDIM's default);
+# used where a number must be known in advance: SDEdit's share of them and RePaint's resampling grid
+DEFAULT_STEPS = 50
+# samplers that take one update per pair of times, so that a step can be repeated (RePaint's resampling)
+RESAMPLING_SAMPLERS = ("ancestral", "ddim", "euler_maruyama", "pc")
+# results per row of the grid `save_edit_grid` writes, and the least side of its tiles (8x8 digits: 8 times)
+RESULTS_PER_ROW = 8
+MIN_TILE_PIXELS = 64
+
+
+# ================================================================================================
+# Inpainting and regeneration
+# ================================================================================================
+def inpaint(
+    model: DiffusionModel,
+    x: Tensor,
+    mask: Tensor,
+    *,
+    sampler: str | None = None,
+    steps: int | None = None,
+    generator: torch.Generator | None = None,
+    resample: int = 1,
+    cond: Tensor | None = None,
+) -> Tensor:
+    """Generate the region where mask = 0, consistent with the known values where mask = 1, by the
+    replacement method (Song et al. 2021, appendix I.2; RePaint, Lugmayr et al. 2022, alg. 1).
+
+    The sampler starts from the prior at t_max (the known region from the input noised to t_max) and,
+    after every step t -> s, re-imposes the known region noised afresh to s: x_s <- m q_sample(x_0, s)
+    + (1 - m) x_s. resample = U > 1 takes each step U times, drawing x_t ~ q(x_t | x_s) = N(alpha_{t|s}
+    x_s, sigma_{t|s}^2 I) between the repeats (RePaint's resampling with jump length 1): U times the
+    network calls, on the grid `schedule.sampling_times(steps)` (steps default: the model's sample_steps,
+    else 50), with a sampler of one update per step ("ancestral", "ddim", "euler_maruyama", "pc").
+
+    model: a DiffusionModel (ddpm, ncsn, score-sde, edm, dit, ...); x: (B, *model.spec.shape) in the
+    data's space; mask: 1 (True) = known, 0 = generate, any shape broadcasting to x's, e.g. (1, 1, H, W)
+    or (B, D); sampler, steps: as for `model.sample` (default: the model's config); cond: labels (B,) of a
+    class-conditional model; every random draw uses `generator`.
+    Returns (B, *shape) on x's device, in x's dtype: the known values exactly x's, the generated ones
+    clamped to the data's range and quantized like `model.sample`. A mask of all ones returns a copy of x.
+
+    >>> from genlab.data import DataSpec
+    >>> from genlab.models.diffusion.model import DiffusionConfig
+    >>> spec = DataSpec("toy", kind="vector", shape=(3,), value_range=(-math.inf, math.inf))
+    >>> model = DiffusionModel(DiffusionConfig(hidden=(16,), steps=10, sample_steps=5), spec)
+    >>> x, keep = torch.randn(4, 3), torch.tensor([[1, 1, 0]])  # generate the last coordinate
+    >>> y = inpaint(model, x, keep, generator=torch.Generator().manual_seed(0))
+    >>> y.shape, torch.equal(y[:, :2], x[:, :2])
+    (torch.Size([4, 3]), True)
+    """
+    _check_model(model, "inpaint")
+    x = _check_input(model, x)
+    keep = _keep_mask(mask, x, model.spec)
+    if isinstance(resample, bool) or not isinstance(resample, int) or resample < 1:
+        raise ConfigError(f"resample={resample!r} must be a positive integer (1: no resampling; RePaint uses 10)")
+    if bool(keep.all()):
+        return x.clone()
+    return _edit(model, x, keep, t_start=None, steps=steps, sampler=sampler, generator=generator, cond=cond, resample=resample)
+
+
+def regenerate(
+    model: DiffusionModel,
+    x: Tensor,
+    *,
+    strength: float,
+    sampler: str | None = None,
+    steps: int | None = None,
+    generator: torch.Generator | None = None,
+    mask: Tensor | None = None,
+    cond: Tensor | None = None,
+) -> Tensor:
+    """SDEdit (Meng et al. 2022, alg. 1): noise x to t_0 = `strength_to_time(model.schedule, strength)` by
+    x_{t_0} = alpha(t_0) x_0 + sigma(t_0) eps, then sample back to the data with the model's sampler.
+
+    strength in [0, 1] sets how much changes: 0 returns x unchanged (no network call); small values
+    keep the input's layout and redraw its details; 1 draws a fresh sample, from the prior (it ignores x).
+    steps counts the steps of a full trajectory from t_max (default: the model's sample_steps, else 50):
+    SDEdit takes ceil(strength * steps) of them from t_0, so a step is as long as in a full sample (as in
+    diffusers' img2img), and at most the grid steps below t_0 for DDPM schedules; strength 1 samples
+    exactly as `model.sample(B, steps=steps)` does. With `mask` (1 = keep,
+    0 = regenerate, as for `inpaint`), only the masked-out region changes: the known region is re-imposed,
+    noised to each new time, after every step, and returned exactly.
+
+    x: (B, *model.spec.shape) in the data's space; cond: labels (B,) of a class-conditional model.
+    Returns (B, *shape) on x's device, in x's dtype, in the data's space (clamped and quantized like
+    `model.sample`).
+
+    >>> from genlab.data import DataSpec
+    >>> from genlab.models.diffusion.model import DiffusionConfig
+    >>> spec = DataSpec("toy", kind="vector", shape=(3,), value_range=(-math.inf, math.inf))
+    >>> model = DiffusionModel(DiffusionConfig(hidden=(16,), steps=10, sample_steps=4), spec)
+    >>> x = torch.randn(2, 3)
+    >>> torch.equal(regenerate(model, x, strength=0.0), x)
+    True
+    >>> regenerate(model, x, strength=0.5, generator=torch.Generator().manual_seed(0)).shape
+    torch.Size([2, 3])
+    """
+    _check_model(model, "regenerate")
+    x = _check_input(model, x)
+    keep = None if mask is None else _keep_mask(mask, x, model.spec)
+    strength = _check_strength(strength)
+    if strength == 0.0 or (keep is not None and bool(keep.all())):
+        return x.clone()
+    schedule = model.schedule
+    t_start: float | None = strength_to_time(schedule, strength)
+    if t_start >= schedule.t_max:  # a fresh sample: start from the prior, as `model.sample` does
+        t_start = None
+    else:
+        steps = _partial_steps(model, steps, strength, t_start)
+    return _edit(model, x, keep, t_start=t_start, steps=steps, sampler=sampler, generator=generator, cond=cond)
+
+
+def strength_to_time(schedule: NoiseSchedule, strength: float) -> float:
+    """The time t_0 an SDEdit strength in (0, 1] starts from (Meng et al. 2022 take t_0 in (0, 1] of the SDE).
+
+    strength * t_max for the DDPM grids (rounded to the grid, at least one step), VP, sub-VP and VE. For EDM,
+    whose time is the noise level sigma in [sigma_min, sigma_max] = [0.002, 80], the point at `strength` along
+    its sampling ramp, sigma = (sigma_min^(1/rho) + strength (sigma_max^(1/rho) - sigma_min^(1/rho)))^rho
+    (Karras et al. 2022, eq. 5): strength * 80 would leave nothing of unit-scale data at strength 0.1.
+
+    >>> from genlab.models.diffusion.schedules import DiscreteSchedule, EDMSchedule
+    >>> strength_to_time(DiscreteSchedule.linear(steps=1000), 0.2504), round(strength_to_time(EDMSchedule(), 0.5), 3)
+    (0.25, 2.515)
+    """
+    strength = _check_strength(strength)
+    if strength == 0.0:
+        raise ConfigError("strength=0 changes nothing and has no start time; regenerate returns x itself")
+    if strength == 1.0:
+        return float(schedule.t_max)
+    if isinstance(schedule, EDMSchedule):
+        low, high = schedule.sigma_min ** (1 / schedule.rho), schedule.sigma_max ** (1 / schedule.rho)
+        return (low + strength * (high - low)) ** schedule.rho
+    t = strength * schedule.t_max
+    if schedule.discrete_steps is not None:
+        n = schedule.discrete_steps
+        return max(1, round(t * n)) / n
+    if t <= schedule.t_min:
+        raise ConfigError(
+            f"strength={strength} maps to t={t:g}, not above the {schedule.name!r} schedule's last sampling time "
+            f"t_min={schedule.t_min}; use a strength above {schedule.t_min / schedule.t_max:g}, or 0 to keep the input"
+        )
+    return t
+
+
+def _partial_steps(model: DiffusionModel, steps: int | None, strength: float, t_start: float) -> int:
+    """SDEdit's steps: ceil(strength * the full trajectory's steps), at most the DDPM grid steps below t_start."""
+    full = steps or model.config.sample_steps or DEFAULT_STEPS
+    if isinstance(full, bool) or not isinstance(full, int) or full < 1:
+        raise ConfigError(f"steps={steps!r} must be a positive integer (the steps of a full trajectory)")
+    partial = max(1, math.ceil(round(strength * full, 9)))  # round: 0.3 * 10 is 3.0000000000000004
+    if model.schedule.discrete_steps is not None:
+        partial = min(partial, max(1, round(t_start * model.schedule.discrete_steps)))
+    return partial
+
+
+@torch.no_grad()
+def _edit(
+    model: DiffusionModel,
+    x: Tensor,
+    keep: Tensor | None,
+    *,
+    t_start: float | None,
+    steps: int | None,
+    sampler: str | None,
+    generator: torch.Generator | None,
+    cond: Tensor | None,
+    resample: int = 1,
+) -> Tensor:
+    """Sample from t_start (None: from the prior at t_max) with the known region re-imposed after every
+    step; returned in the data's space with the known values exactly x's. x: (B, *shape)."""
+    schedule = model.schedule
+    dtype = next(model.parameters()).dtype
+    x0 = model.normalize(x.to(device=model.device, dtype=dtype))  # (B, *shape) in the model's space
+    if t_start is None:
+        x_start = schedule.prior_sample(tuple(x0.shape), generator=generator, device=x0.device, dtype=dtype)
+        start_time = torch.tensor(schedule.t_max, dtype=torch.float64)
+    else:
+        start_time = torch.tensor(t_start, dtype=torch.float64)
+        x_start = schedule.q_sample(x0, start_time, generator=generator)
+    after_step = None
+    if keep is not None:
+        after_step = _reimpose_known(schedule, x0, keep.to(x0.device), generator)
+        if t_start is None:
+            x_start = after_step(x_start, start_time)
+    if resample > 1:
+        result = _resampled(
+            model, x_start, t_start=t_start, steps=steps, sampler=sampler, generator=generator,
+            cond=cond, after_step=after_step, resample=resample,
+        )  # fmt: skip
+    else:
+        result = model.generate(
+            x.shape[0], cond, generator, sampler=sampler, steps=steps, x_start=x_start, t_start=t_start, after_step=after_step
+        ).x
+    out = model.to_data_space(result).to(device=x.device, dtype=x.dtype)
+    return out if keep is None else torch.where(keep, x, out)
+
+
+def _reimpose_known(
+    schedule: NoiseSchedule, x0: Tensor, keep: Tensor, generator: torch.Generator | None
+) -> Callable[[Tensor, Tensor], Tensor]:
+    """after_step(x_t, t) = m q_sample(x_0, t) + (1 - m) x_t: the known region noised to t, with fresh noise
+    at every call as in RePaint (Lugmayr et al. 2022, alg. 1); x0: (B, ...) normalised; keep: bool, broadcasting."""
+
+    def after_step(x_t: Tensor, t: Tensor) -> Tensor:
+        return torch.where(keep, schedule.q_sample(x0, t, generator=generator), x_t)
+
+    return after_step
+
+
+def _resampled(
+    model: DiffusionModel,
+    x_start: Tensor,
+    *,
+    t_start: float | None,
+    steps: int | None,
+    sampler: str | None,
+    generator: torch.Generator | None,
+    cond: Tensor | None,
+    after_step: Callable[[Tensor, Tensor], Tensor] | None,
+    resample: int,
+) -> Tensor:
+    """RePaint's resampling (Lugmayr et al. 2022, alg. 1, jump length 1): each step t -> s is taken `resample`
+    times, x_s noised back to t by x_t = alpha_{t|s} x_s + sigma_{t|s} z between the repeats; (B, ...)."""
+    name = sampler or model.default_sampler
+    if name not in RESAMPLING_SAMPLERS:
+        raise ConfigError(
+            f"resample > 1 (RePaint) repeats single steps, which sampler {name!r} does not take; "
+            f"pass sampler= one of {', '.join(map(repr, RESAMPLING_SAMPLERS))}, or resample=1"
+        )
+    schedule = model.schedule
+    times = schedule.sampling_times(steps or model.config.sample_steps or DEFAULT_STEPS, t_start=t_start, dtype=torch.float64)
+    x, last_step = x_start, times.numel() - 2
+    for i in range(last_step + 1):
+        for repeat in range(resample):
+            final = repeat == resample - 1
+            x = model.generate(
+                x.shape[0], cond, generator, sampler=name, times=times[i : i + 2], x_start=x,
+                after_step=after_step, denoise_final=final and i == last_step,
+            ).x  # fmt: skip
+            if not final:
+                scale, variance = schedule.transition(times[i + 1], times[i])
+                noise = sample_standard_normal(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                x = float(scale) * x + math.sqrt(float(variance)) * noise
+    return x
+
+
+# ================================================================================================
+# Checks
+# ================================================================================================
+def _check_model(model: Any, what: str) -> None:
+    if not isinstance(model, DiffusionModel):
+        name = getattr(model, "name", "") or type(model).__name__
+        raise ConfigError(
+            f"{what} needs a diffusion model (ddpm, ncsn, score-sde, edm, dit), got {name!r}; "
+            "train one, e.g. `genlab train ddpm --data digits`, and load it with genlab.load"
+        )
+
+
+def _check_input(model: DiffusionModel, x: Any) -> Tensor:
+    """x as a floating tensor of shape (B, *spec.shape), with values in the data's range."""
+    spec = model.spec
+    x = torch.as_tensor(x)
+    if not x.is_floating_point():
+        x = x.to(torch.get_default_dtype())
+    expected = "(B, " + ", ".join(map(str, spec.shape)) + ")"
+    if tuple(x.shape[1:]) != tuple(spec.shape) or x.shape[0] < 1:
+        hint = "; add the batch dimension, x[None]" if tuple(x.shape) == tuple(spec.shape) else ""
+        raise DataError(f"x has shape {tuple(x.shape)}, but this model's data {spec.name!r} takes {expected}{hint}")
+    if not bool(torch.isfinite(x).all()):
+        raise DataError("x holds NaN or infinite values; pass finite data")
+    low, high = spec.value_range
+    if math.isfinite(low) and math.isfinite(high):
+        tolerance = 1e-6 * (high - low)
+        seen_low, seen_high = float(x.min()), float(x.max())
+        if seen_low < low - tolerance or seen_high > high + tolerance:
+            raise DataError(
+                f"x has values in [{seen_low:g}, {seen_high:g}], outside the data's range [{low:g}, {high:g}]; "
+                "pass x in the data's space (e.g. 8-bit pixels / 255)"
+            )
+    return x
+
+
+def _keep_mask(mask: Any, x: Tensor, spec: DataSpec) -> Tensor:
+    """The mask as a bool tensor that broadcasts to x (B, *shape): True = known."""
+    mask = torch.as_tensor(mask, device=x.device)
+    example = (1, 1, *spec.shape[1:]) if spec.kind == "image" and len(spec.shape) == 3 else (1, *spec.shape)
+    try:
+        fits = mask.dim() <= x.dim() and torch.broadcast_shapes(mask.shape, x.shape) == x.shape
+    except RuntimeError:
+        fits = False
+    if not fits:
+        raise DataError(
+            f"mask has shape {tuple(mask.shape)}, which does not broadcast to x's shape {tuple(x.shape)}; "
+            f"pass e.g. {example} (one mask for all) or {(x.shape[0], *example[1:])} (one per example)"
+        )
+    if mask.dtype == torch.bool:
+        return mask
+    if not bool(((mask == 0) | (mask == 1)).all()):
+        bad = mask[(mask != 0) & (mask != 1)].flatten()[:3].tolist()
+        raise DataError(
+            f"mask must hold only 0 (generate) and 1 (keep), got values such as {bad}; "
+            "threshold it, e.g. mask = (mask > 0.5).float()"
+        )
+    return mask == 1
+
+
+def _check_strength(strength: Any) -> float:
+    try:
+        value = float(strength)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # also refuses NaN
+        raise ConfigError(f"strength={strength!r} must lie in [0, 1] (0 keeps the input, 1 draws a fresh sample)")
+    return value
+
+
+# ================================================================================================
+# Image files (the CLI's `genlab inpaint`)
+# ================================================================================================
+def _image_shape(spec: DataSpec) -> tuple[int, int, int]:
+    low, high = spec.value_range
+    if spec.kind != "image" or len(spec.shape) != 3 or spec.shape[0] not in (1, 3) or not (math.isfinite(low) and math.isfinite(high)):
+        raise DataError(
+            f"image files need a model of grayscale or RGB images; this model's data {spec.name!r} is "
+            f"{spec.kind} data of shape {tuple(spec.shape)}; use inpaint/regenerate from Python with tensors"
+        )
+    channels, height, width = spec.shape
+    return channels, height, width
+
+
+def _open_picture(path: str | os.PathLike, what: str):
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{what} file '{path}' does not exist; check the path")
+    try:
+        picture = Image.open(path)
+        picture.load()
+    except Exception as err:  # Pillow raises several types for broken files
+        raise DataError(f"cannot read {what} file '{path}' ({err}); pass a PNG or JPEG image") from None
+    return picture
+
+
+def read_image(path: str | os.PathLike, spec: DataSpec) -> Tensor:
+    """An image file (PNG, JPEG, anything Pillow reads) as a batch of one, (1, C, H, W), in the data's space of
+    `spec`: converted to grayscale (C = 1) or RGB (C = 3), resized to H x W (bicubic, antialiased when
+    shrinking), its 8-bit values p mapped to low + (p / 255)(high - low) of spec.value_range and
+    quantized to spec.levels."""
+    from PIL import Image
+
+    channels, height, width = _image_shape(spec)
+    picture = _open_picture(path, "image").convert("L" if channels == 1 else "RGB")
+    if picture.size != (width, height):
+        picture = picture.resize((width, height), Image.Resampling.BICUBIC)
+    pixels = torch.from_numpy(np.asarray(picture, dtype=np.uint8).copy()).float() / 255.0
+    pixels = pixels.reshape(height, width, channels).permute(2, 0, 1)[None]  # (H, W[, C]) -> (1, C, H, W)
+    low, high = spec.value_range
+    x = low + pixels * (high - low)
+    return quantize(x, spec) if spec.levels else x
+
+
+def read_mask(path: str | os.PathLike, spec: DataSpec) -> Tensor:
+    """A mask image file as the keep-mask `inpaint` takes, (1, 1, H, W) bool. White marks the region to
+    regenerate (False), black the region to keep (True), as in most inpainting tools: the picture is
+    converted to grayscale, resized to H x W (bilinear, antialiased when shrinking) and thresholded at 128."""
+    from PIL import Image
+
+    _, height, width = _image_shape(spec)
+    picture = _open_picture(path, "mask").convert("L")
+    if picture.size != (width, height):
+        picture = picture.resize((width, height), Image.Resampling.BILINEAR)
+    regenerate_here = torch.from_numpy(np.asarray(picture, dtype=np.uint8) >= 128)  # (H, W)
+    if not bool(regenerate_here.any()):
+        raise DataError(
+            f"mask '{path}' has no white pixel, so nothing to regenerate at {height}x{width}; "
+            "paint the region to regenerate white (black keeps)"
+        )
+    return ~regenerate_here[None, None]
+
+
+def save_edit_grid(
+    path: str | os.PathLike, x: Tensor, results: Tensor, spec: DataSpec, *, mask: Tensor | None = None
+) -> Path:
+    """Write one input, its mask (white = regenerated) and its results side by side as a PNG, with
+    `genlab.viz.save_image_grid`: rows of input | mask | RESULTS_PER_ROW results, later rows blank under
+    the input and mask, images enlarged (nearest neighbour) to at least MIN_TILE_PIXELS. x: (1, C, H, W) or (C, H, W); results: (K, C, H, W); mask: a keep-mask
+    broadcasting to (1, C, H, W). Returns the path."""
+    from genlab.viz import save_image_grid
+
+    _image_shape(spec)
+    low, high = spec.value_range
+    x = x.detach().float().cpu().reshape(spec.shape)
+    results = results.detach().float().cpu()
+    head = [x]
+    if mask is not None:
+        keep = torch.as_tensor(mask).cpu().bool().expand(1, *spec.shape)[0]
+        head.append(torch.where(keep, low, high).float())  # the region to regenerate in white
+    blank = torch.full_like(x, high)
+    per_row = min(len(results), RESULTS_PER_ROW)
+    tiles: list[Tensor] = []
+    for first in range(0, len(results), per_row):
+        row = list(results[first : first + per_row])
+        tiles += (head if first == 0 else [blank] * len(head)) + row + [blank] * (per_row - len(row))
+    upscale = max(1, math.ceil(MIN_TILE_PIXELS / max(spec.shape[1:])))
+    return save_image_grid(torch.stack(tiles), path, nrow=len(head) + per_row, value_range=spec.value_range, upscale=upscale)
+
+
+def edit_image_file(
+    model: DiffusionModel,
+    image: str | os.PathLike,
+    *,
+    out: str | os.PathLike,
+    mask: str | os.PathLike | None = None,
+    strength: float | None = None,
+    n: int = 1,
+    steps: int | None = None,
+    sampler: str | None = None,
+    seed: int = 0,
+) -> Path:
+    """What `genlab inpaint` does: read `image` (and `mask`: white = regenerate) into the model's shape, make
+    n variations and write the grid input | mask | results to `out` (PNG); returns its path.
+
+    With a mask and no strength (or 1): `inpaint` the white region. With a mask and strength < 1: `regenerate`
+    only that region, from the input noised to the strength's time. Without a mask: `regenerate` the whole
+    image at strength (default 0.5). Every draw comes from torch.Generator().manual_seed(seed)."""
+    _check_model(model, "inpainting")
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ConfigError(f"n={n!r} must be a positive integer (the number of variations)")
+    x = read_image(image, model.spec)
+    keep = None if mask is None else read_mask(mask, model.spec)
+    batch = x.expand(n, *x.shape[1:])
+    generator = torch.Generator().manual_seed(seed)
+    if keep is not None and (strength is None or _check_strength(strength) == 1.0):
+        results = inpaint(model, batch, keep, sampler=sampler, steps=steps, generator=generator)
+    else:
+        strength = 0.5 if strength is None else strength
+        results = regenerate(model, batch, strength=strength, sampler=sampler, steps=steps, generator=generator, mask=keep)
+    return save_edit_grid(out, x, results, model.spec, mask=keep)
