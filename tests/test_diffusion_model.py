@@ -12,8 +12,9 @@ import genlab
 from genlab.data import Batch, DataSpec
 from genlab.errors import ConfigError
 from genlab.models.diffusion import GaussianMixtureData
+from genlab.models.diffusion.analytic import ExactDenoiserNetwork
 from genlab.models.diffusion.model import DiffusionConfig, DiffusionModel
-from genlab.models.diffusion.objectives import ddpm_vlb, prediction_target
+from genlab.models.diffusion.objectives import ddpm_vlb
 from genlab.registry import entries
 
 VECTOR = DataSpec("vec2", kind="vector", shape=(2,), value_range=(-math.inf, math.inf))
@@ -32,35 +33,10 @@ def _mixture() -> GaussianMixtureData:
     )
 
 
-class ExactNetwork(nn.Module):
-    """Stands in for the network: outputs the exact prediction (eps, x0 or v; EDM's raw F) of the
-    noised mixture, recovering t from the noise conditioning the model feeds it."""
-
-    def __init__(self, model: DiffusionModel, mixture: GaussianMixtureData) -> None:
-        super().__init__()
-        self.model, self.mixture = [model], mixture  # a list: no submodule cycle
-        self.anchor = nn.Parameter(torch.zeros((), dtype=torch.float64))
-
-    def forward(self, x, noise_level, y=None):
-        model = self.model[0]
-        schedule = model.schedule
-        if model.preconditioning is not None:  # c_noise = log(sigma) / 4 with sigma = t; input c_in x
-            t = torch.exp(4 * noise_level)
-            x_t = x / model.preconditioning.c_in(t)[:, None]
-        else:  # 1000 t for discrete and VP schedules
-            t, x_t = noise_level / 1000.0, x
-        eps = self.mixture.eps(x_t, t, schedule)
-        alpha, sigma = schedule.alpha(t), schedule.sigma(t)
-        x0 = (x_t - sigma[:, None] * eps) / alpha[:, None]
-        if model.preconditioning is not None:
-            return model.preconditioning.network_target(x0, x_t, t)
-        return prediction_target(model.objective.prediction, x0, eps, alpha, sigma)
-
-
 def _exact_model(**fields) -> DiffusionModel:
     model = DiffusionModel(DiffusionConfig(hidden=(8,), **fields), VECTOR).double()
     model.initialized_from_data.fill_(1)  # data space = normalised space (shift 0, scale 1)
-    model.net = ExactNetwork(model, _mixture())
+    model.net = ExactDenoiserNetwork(model, _mixture())
     return model
 
 

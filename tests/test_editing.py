@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch import nn
 
 import genlab
 from genlab.apps.editing import inpaint, read_image, read_mask, regenerate, strength_to_time
 from genlab.cli.main import main
 from genlab.data import DataSpec
 from genlab.errors import ConfigError, DataError
-from genlab.models.diffusion import VESDE, DiscreteSchedule, EDMSchedule, GaussianMixtureData, VPSDE
+from genlab.models.diffusion import DiscreteSchedule, EDMSchedule, GaussianMixtureData, VPSDE
+from genlab.models.diffusion.analytic import ExactDenoiserNetwork
 from genlab.models.diffusion.model import DiffusionConfig, DiffusionModel
-from genlab.models.diffusion.objectives import prediction_target
 
 VECTOR = DataSpec("vec2", kind="vector", shape=(2,), value_range=(-math.inf, math.inf))
 MEAN = torch.tensor([0.5, -1.0], dtype=torch.float64)
@@ -38,39 +37,10 @@ def _gaussian() -> GaussianMixtureData:
     return GaussianMixtureData(torch.ones(1, dtype=torch.float64), MEAN[None], covariances=COVARIANCE[None])
 
 
-class ExactNetwork(nn.Module):
-    """Stands in for the network: the exact prediction (eps, x0 or v; EDM's raw F) of the noised Gaussian,
-    with t recovered from the noise conditioning the model feeds it; counts its calls."""
-
-    def __init__(self, model: DiffusionModel, data: GaussianMixtureData) -> None:
-        super().__init__()
-        self.model, self.data = [model], data  # a list: no submodule cycle
-        self.anchor = nn.Parameter(torch.zeros((), dtype=torch.float64))
-        self.calls = 0
-
-    def forward(self, x, noise_level, y=None):
-        self.calls += 1
-        model = self.model[0]
-        schedule = model.schedule
-        if model.preconditioning is not None:  # EDM: c_noise = log(sigma) / 4 with sigma = t; input c_in x
-            t = torch.exp(4 * noise_level)
-            x_t = x / model.preconditioning.c_in(t)[:, None]
-        elif isinstance(schedule, VESDE):  # c_noise = log(sigma(t)) / 4
-            t, x_t = (4 * noise_level - math.log(schedule.sigma_min)) / math.log(schedule.sigma_max / schedule.sigma_min), x
-        else:  # 1000 t for discrete and VP schedules
-            t, x_t = noise_level / 1000.0, x
-        eps = self.data.eps(x_t, t, schedule)
-        alpha, sigma = schedule.alpha(t), schedule.sigma(t)
-        x0 = (x_t - sigma[:, None] * eps) / alpha[:, None]
-        if model.preconditioning is not None:
-            return model.preconditioning.network_target(x0, x_t, t)
-        return prediction_target(model.objective.prediction, x0, eps, alpha, sigma)
-
-
 def _exact_model(**fields) -> DiffusionModel:
     model = DiffusionModel(DiffusionConfig(hidden=(8,), **fields), VECTOR).double()
     model.initialized_from_data.fill_(1)  # data space = normalised space (shift 0, scale 1)
-    model.net = ExactNetwork(model, _gaussian())
+    model.net = ExactDenoiserNetwork(model, _gaussian())
     return model
 
 

@@ -30,7 +30,7 @@ from genlab.models.diffusion.samplers import (
     ode_sample,
     predictor_corrector_sample,
 )
-from genlab.models.diffusion.analytic import GaussianMixtureData
+from genlab.models.diffusion.analytic import ExactDenoiserNetwork, GaussianMixtureData
 
 __all__ = [
     "SCHEDULES",
@@ -57,5 +57,6 @@ __all__ = [
     "ode_log_likelihood",
     "ode_sample",
     "predictor_corrector_sample",
+    "ExactDenoiserNetwork",
     "GaussianMixtureData",
 ]
