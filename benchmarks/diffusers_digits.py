@@ -6,17 +6,23 @@ What it does, in one process:
    steps, eps prediction, UNet preset "small", ~0.63M parameters) with `genlab.fit` and its EMA
    weights, and a diffusers UNet2DModel laid out the same way (`_common.diffusers_unet_like`, the
    same parameter count) with diffusers' DDPMScheduler (linear betas 1e-4..0.02, 1000 steps, eps
-   prediction) in a plain loop. Both get the same wall-clock budget (`--minutes`, on `--threads`
-   CPU threads), batch size, AdamW learning rate, warm-up + cosine schedule (the engine's own
-   function), EMA decay (torch.optim.swa_utils, as the engine), data order (the engine's
-   EpochSampler) and data, the train split scaled to [-1, 1].
-   The budget is turned into a number of steps: a short untimed probe of each loop measures its
-   steps/s (median over intervals of 10 steps after the first), and max_steps = 0.95 x budget x rate
-   (the cosine schedule needs max_steps up front). The real training times are printed beside it.
+   prediction) in a plain loop. Both get the same budget (`--minutes` on `--threads` CPU threads),
+   batch size, AdamW learning rate, warm-up + cosine schedule (the engine's own function), EMA decay
+   (torch.optim.swa_utils, as the engine), data order (the engine's EpochSampler) and data, the train
+   split scaled to [-1, 1].
+   The budget is turned into a number of steps (the cosine schedule needs max_steps up front): a short
+   untimed probe of each loop measures its steps per second, and max_steps = 0.95 x budget x rate. On
+   a CPU the budget counts CPU time of this process (`--clock cpu`: minutes x threads CPU-seconds,
+   the rate the slope of CPU time between two probe lengths), so that other processes sharing the
+   cores slow both trainings down without changing how many steps either gets; `--clock wall` counts
+   wall-clock seconds (the median steps/s over 10-step intervals). Both times are printed.
 2. Samples `--samples` images from each EMA model with: ancestral sampling on all 1000 steps (genlab
    `sampler="ancestral"`; diffusers DDPMScheduler), DDIM (eta = 0) at 10, 20 and 50 steps (genlab
-   `sampler="ddim"`; diffusers DDIMScheduler with "trailing" spacing, the grid genlab uses), and
-   genlab's Heun sampler of the probability-flow ODE at 25 steps (49 network evaluations). Samples are
+   `sampler="ddim"`; diffusers DDIMScheduler with "trailing" spacing, the grid genlab uses),
+   DPM-Solver++(2M) at 20 and 50 steps and its SDE variant at 50 (genlab `sampler="dpm_solver"` with
+   eta 0 / 1; diffusers DPMSolverMultistepScheduler "dpmsolver++" / "sde-dpmsolver++", order 2,
+   "trailing"), and genlab's Heun sampler of the probability-flow ODE at 25 steps (49 network
+   evaluations). Samples are
    mapped to [0, 1], clamped and quantized to digits' 17 levels by the same function for both.
 3. FID (the shipped `digits` feature extractor) of each set against the 180-image test split, via
    `genlab.metrics.evaluate_samples`, for each seed of `--seeds`; the table shows the mean and half
@@ -88,9 +94,12 @@ def train_config(args: argparse.Namespace, max_steps: int) -> TrainConfig:
     )
 
 
-def budget_note(seconds: float, budget_s: float) -> str:
-    over = seconds - budget_s
-    return f"budget {budget_s:.0f} s" + (f"; OVER it by {over:.0f} s: training ran slower than the probe" if over > 0 else "")
+def budget_note(info: dict[str, Any], budget_s: float, clock: str) -> str:
+    """How long a training took on the budget's clock, against the budget."""
+    spent = info["cpu_seconds"] if clock == "cpu" else info["seconds"]
+    over = spent - budget_s
+    note = f"{spent:.0f} {clock}-s of a budget of {budget_s:.0f}; wall {info['seconds']:.0f} s"
+    return note + (f"; OVER by {over:.0f} s: training ran slower than the probe" if over > 0 else "")
 
 
 def steps_for_budget(steps_per_s: float, budget_s: float) -> int:
@@ -99,11 +108,29 @@ def steps_for_budget(steps_per_s: float, budget_s: float) -> int:
 
 
 # -- genlab ----------------------------------------------------------------------------------------
+def cpu_rate(run_steps: Callable[[int], None], steps: int) -> float:
+    """Training steps per CPU-second (all threads of this process, `time.process_time`) of a loop run
+    by `run_steps(n)`: the slope between a run of `steps` and one of 3 x `steps`, so that what a run
+    costs once (building the model, the engine's final samples) cancels. CPU time, unlike the wall
+    clock, does not shrink when other processes share the cores."""
+    costs = []
+    for n in (steps, 3 * steps):
+        start = time.process_time()
+        run_steps(n)
+        costs.append(time.process_time() - start)
+    return 2 * steps / max(costs[1] - costs[0], 1e-9)
+
+
 def genlab_rate(data, args: argparse.Namespace) -> float:
-    """Training steps/s of genlab.fit on a throw-away model: the median over intervals of
-    PROBE_INTERVAL steps (the engine logs examples/s per interval), the first interval left out."""
-    model = genlab.create("ddpm", data=data)
-    run = genlab.fit(model, data, **train_config(args, args.probe_steps).to_dict())
+    """Training steps per second of genlab.fit on a throw-away model. Wall clock: the median over
+    intervals of PROBE_INTERVAL steps (the engine logs examples/s per interval), the first left out;
+    CPU clock: `cpu_rate`."""
+    def run_steps(n: int):
+        return genlab.fit(genlab.create("ddpm", data=data), data, **train_config(args, n).to_dict())
+
+    if args.clock == "cpu":
+        return cpu_rate(run_steps, args.probe_steps)
+    run = run_steps(args.probe_steps)
     rates = [row["examples_per_s"] / args.batch_size for row in run.history if row.get("split") == "train"][1:]
     return median(rates)
 
@@ -112,22 +139,22 @@ def train_genlab(data, args: argparse.Namespace, max_steps: int) -> tuple[nn.Mod
     """genlab.fit for max_steps; returns the EMA model and what the training took."""
     model = genlab.create("ddpm", data=data)
     cfg = train_config(args, max_steps)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     run = genlab.fit(model, data, **cfg.to_dict())
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     losses = [row["loss"] for row in run.history if row.get("split") == "train"]
     return run.sampling_model.eval(), {"steps": run.step, "warmup_steps": cfg.warmup_steps, "seconds": seconds,
-                                       "final_loss": losses[-1] if losses else None}
+                                       "cpu_seconds": cpu_seconds, "final_loss": losses[-1] if losses else None}
 
 
 @torch.no_grad()
-def genlab_images(model, sampler: str, steps: int, n: int, seed: int, batch: int) -> tuple[Tensor, int]:
+def genlab_images(model, sampler: str, steps: int, n: int, seed: int, batch: int, **options: Any) -> tuple[Tensor, int]:
     """n images (n, 1, 8, 8) in [0, 1] on digits' 17 levels, drawn batch by batch from one seeded
-    CPU generator; and the network evaluations per batch."""
+    CPU generator (options go to the sampler, e.g. eta); and the network evaluations per batch."""
     generator = torch.Generator().manual_seed(seed)
     parts, nfe = [], 0
     for start in range(0, n, batch):
-        result = model.generate(min(batch, n - start), generator=generator, sampler=sampler, steps=steps)
+        result = model.generate(min(batch, n - start), generator=generator, sampler=sampler, steps=steps, **options)
         parts.append(model.to_data_space(result.x).cpu())
         nfe = result.nfe
     return torch.cat(parts), nfe
@@ -138,7 +165,7 @@ class DiffusersDDPM:
     """diffusers' UNet2DModel with its DDPMScheduler, trained by a plain loop with genlab's settings."""
 
     def __init__(self, spec: DataSpec, device: torch.device) -> None:
-        from diffusers import DDIMScheduler, DDPMScheduler
+        from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler
 
         self.spec, self.device = spec, device
         unet_kwargs = {**UNET_PRESETS["small"], "image_size": spec.shape[-1]}
@@ -147,8 +174,12 @@ class DiffusersDDPM:
             num_train_timesteps=1000, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
             prediction_type="epsilon", variance_type="fixed_small", clip_sample=True,
         )  # fmt: skip
-        # "trailing": DDIM steps from t = 999 down, the grid genlab's DDIM uses (Lin et al. 2024)
+        # "trailing": steps from t = 999 down, the grid genlab's DDIM and DPM-Solver use (Lin et al. 2024)
         self.ddim = DDIMScheduler.from_config(self.scheduler.config, timestep_spacing="trailing")
+        self.dpm = DPMSolverMultistepScheduler.from_config(
+            self.scheduler.config, timestep_spacing="trailing", algorithm_type="dpmsolver++", solver_order=2)
+        self.dpm_sde = DPMSolverMultistepScheduler.from_config(
+            self.scheduler.config, timestep_spacing="trailing", algorithm_type="sde-dpmsolver++", solver_order=2)
         self.ema: AveragedModel | None = None
 
     def loss(self, x0: Tensor) -> Tensor:
@@ -161,7 +192,7 @@ class DiffusersDDPM:
     def train(self, x_train: Tensor, cfg: TrainConfig) -> dict[str, Any]:
         """cfg.max_steps AdamW steps with warm-up + cosine learning rates and EMA, as genlab.fit does;
         x_train (N, C, H, W) in [0, 1]. Returns the steps, the seconds and the steps/s of each
-        PROBE_INTERVAL-step interval."""
+        PROBE_INTERVAL-step interval (wall clock)."""
         torch.manual_seed(cfg.seed)
         x_train = (2.0 * x_train - 1.0).to(self.device)  # [0, 1] -> [-1, 1], genlab's normalisation
         self.unet.train()
@@ -170,6 +201,7 @@ class DiffusersDDPM:
         self.ema = AveragedModel(self.unet, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
         order = EpochSampler(len(x_train), min(cfg.batch_size, len(x_train)), cfg.seed)
         rates, losses = [], []
+        cpu_start = time.process_time()
         start = interval_start = time.perf_counter()
         for step in range(1, cfg.max_steps + 1):
             loss = self.loss(x_train[order.next().to(self.device)])
@@ -186,15 +218,17 @@ class DiffusersDDPM:
                 interval_start = now
         synchronize(self.device)
         self.ema.module.eval()
-        return {"steps": cfg.max_steps, "warmup_steps": cfg.warmup_steps, "seconds": time.perf_counter() - start, "rates": rates,
+        return {"steps": cfg.max_steps, "warmup_steps": cfg.warmup_steps, "seconds": time.perf_counter() - start,
+                "cpu_seconds": time.process_time() - cpu_start, "rates": rates,
                 "final_loss": losses[-1] if losses else loss.item()}
 
     @torch.no_grad()
     def images(self, scheduler_name: str, steps: int, n: int, seed: int, batch: int) -> tuple[Tensor, int]:
-        """n images from the EMA network with DDPMScheduler ("ddpm", ancestral) or DDIMScheduler
-        ("ddim", eta = 0) at `steps` steps, mapped to [0, 1] and quantized like genlab's; and the
+        """n images from the EMA network with DDPMScheduler ("ddpm", ancestral), DDIMScheduler
+        ("ddim", eta = 0) or DPMSolverMultistepScheduler (2nd order, "dpm": DPM-Solver++, "dpm-sde":
+        SDE-DPM-Solver++) at `steps` steps, mapped to [0, 1] and quantized like genlab's; and the
         network evaluations per batch."""
-        scheduler = self.scheduler if scheduler_name == "ddpm" else self.ddim
+        scheduler = {"ddpm": self.scheduler, "ddim": self.ddim, "dpm": self.dpm, "dpm-sde": self.dpm_sde}[scheduler_name]
         scheduler.set_timesteps(steps)
         net = self.ema.module if self.ema is not None else self.unet
         generator = torch.Generator().manual_seed(seed)
@@ -211,18 +245,25 @@ class DiffusersDDPM:
 
 
 def diffusers_rate(spec: DataSpec, x_train: Tensor, args: argparse.Namespace, device: torch.device) -> float:
-    """Training steps/s of the diffusers loop on a throw-away network: the median over intervals of
-    PROBE_INTERVAL steps, the first interval left out (as `genlab_rate`)."""
-    probe = DiffusersDDPM(spec, device)
-    return median(probe.train(x_train, train_config(args, args.probe_steps))["rates"][1:])
+    """Training steps per second of the diffusers loop on a throw-away network, measured as `genlab_rate`."""
+    def run_steps(n: int):
+        return DiffusersDDPM(spec, device).train(x_train, train_config(args, n))
+
+    if args.clock == "cpu":
+        return cpu_rate(run_steps, args.probe_steps)
+    return median(run_steps(args.probe_steps)["rates"][1:])
 
 
 # -- evaluation ------------------------------------------------------------------------------------
 def sampler_rows(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The table's rows: (label, genlab sampler, steps, diffusers scheduler or None)."""
-    rows = [{"label": f"ancestral-{args.ancestral_steps}", "genlab": "ancestral", "steps": args.ancestral_steps, "diffusers": "ddpm"}]
-    rows += [{"label": f"ddim-{s}", "genlab": "ddim", "steps": s, "diffusers": "ddim"} for s in args.ddim_steps]
-    rows += [{"label": f"heun-{s}", "genlab": "heun", "steps": s, "diffusers": None} for s in args.heun_steps]
+    """The table's rows: label, genlab sampler and its options, steps, and the diffusers scheduler
+    that runs the same algorithm (None where diffusers has none)."""
+    rows = [{"label": f"ancestral-{args.ancestral_steps}", "genlab": "ancestral", "options": {}, "steps": args.ancestral_steps, "diffusers": "ddpm"}]
+    rows += [{"label": f"ddim-{s}", "genlab": "ddim", "options": {}, "steps": s, "diffusers": "ddim"} for s in args.ddim_steps]
+    rows += [{"label": f"dpm++2m-{s}", "genlab": "dpm_solver", "options": {}, "steps": s, "diffusers": "dpm"} for s in args.dpm_steps]
+    rows += [{"label": f"dpm++2m-sde-{s}", "genlab": "dpm_solver", "options": {"eta": 1.0}, "steps": s, "diffusers": "dpm-sde"}
+             for s in args.dpm_sde_steps]
+    rows += [{"label": f"heun-{s}", "genlab": "heun", "options": {}, "steps": s, "diffusers": None} for s in args.heun_steps]
     return rows
 
 
@@ -236,8 +277,8 @@ def summarize(values: list[float]) -> dict[str, float]:
     return {"mean": sum(values) / len(values), "half_range": (max(values) - min(values)) / 2, "range": max(values) - min(values)}
 
 
-def evaluate(name: str, draw: Callable[[str, int, int], tuple[Tensor, int]], rows, real: Tensor, args, grids: Path | None) -> dict[str, Any]:
-    """FID of `draw(sampler, steps, seed)` for every row and seed; {label: {"nfe", "per_seed", "fid"}}."""
+def evaluate(name: str, draw: Callable[[str, int, int, dict], tuple[Tensor, int]], rows, real: Tensor, args, grids: Path | None) -> dict[str, Any]:
+    """FID of `draw(sampler, steps, seed, options)` for every row and seed; {label: {"nfe", "per_seed", "fid"}}."""
     out: dict[str, Any] = {}
     for row in rows:
         sampler = row["genlab"] if name == "genlab" else row["diffusers"]
@@ -245,7 +286,7 @@ def evaluate(name: str, draw: Callable[[str, int, int], tuple[Tensor, int]], row
             continue
         per_seed, nfe, start = [], 0, time.perf_counter()
         for seed in args.seeds:
-            images, nfe = draw(sampler, row["steps"], seed)
+            images, nfe = draw(sampler, row["steps"], seed, row["options"])
             if not torch.isfinite(images).all():
                 raise RuntimeError(f"{name} {row['label']}: the samples are not finite")
             per_seed.append({"seed": seed, **fid(real, images, seed)})
@@ -295,6 +336,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget of each model, wall clock")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (the issue's 2 cores)")
+    parser.add_argument("--clock", choices=("cpu", "wall"), default=None,
+                        help="what the budget counts: CPU time of this process (minutes x threads CPU-seconds; the "
+                             "default on a CPU, fair when other processes share the machine) or the wall clock "
+                             "(the default on a GPU)")
     parser.add_argument("--device", default="cpu", help="cpu (the issue's setting), cuda, ...")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: genlab ddpm's, 1e-3)")
@@ -307,6 +352,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--train-seed", type=int, default=0)
     parser.add_argument("--ancestral-steps", type=int, default=1000)
     parser.add_argument("--ddim-steps", type=int, nargs="+", default=[10, 20, 50])
+    parser.add_argument("--dpm-steps", type=int, nargs="+", default=[20, 50], help="DPM-Solver++(2M), ODE")
+    parser.add_argument("--dpm-sde-steps", type=int, nargs="+", default=[50], help="DPM-Solver++(2M), SDE (eta = 1)")
     parser.add_argument("--heun-steps", type=int, nargs="+", default=[25])
     parser.add_argument("--no-diffusers", action="store_true", help="genlab alone")
     parser.add_argument("--grids", default=None, help="folder for PNG grids of 64 samples per model and sampler (first seed)")
@@ -320,6 +367,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
+    args.clock = args.clock or ("cpu" if args.device == "cpu" else "wall")
     torch.set_num_threads(args.threads)
     defaults = genlab.registry.get("ddpm").model_class.train_defaults
     args.lr = args.lr if args.lr is not None else defaults["lr"]
@@ -331,7 +379,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     data = genlab.data.load("digits")
     x_train, _ = data.split("train").tensors()
     real_test, _ = data.split("test").tensors()
-    budget_s = 60.0 * args.minutes
+    # the CPU clock counts every thread: `minutes` of `threads` busy cores
+    budget_s = 60.0 * args.minutes * (args.threads if args.clock == "cpu" else 1)
     rows = sampler_rows(args)
     grids = Path(args.grids) if args.grids else None
 
@@ -351,32 +400,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     training: dict[str, Any] = {}
     rate = genlab_rate(data, args)
     steps = steps_for_budget(rate, budget_s)
-    print(f"genlab: {rate:.2f} steps/s probed -> {steps} steps", flush=True)
+    print(f"genlab: {rate:.2f} steps per {args.clock}-s probed -> {steps} steps", flush=True)
     genlab_model, training["genlab"] = train_genlab(data, args, steps)
     training["genlab"]["probed_steps_per_s"] = rate
-    print(f"genlab: trained {training['genlab']['steps']} steps in {training['genlab']['seconds']:.0f} s "
-          f"({budget_note(training['genlab']['seconds'], budget_s)}), final loss {training['genlab']['final_loss']:.4f}", flush=True)
+    print(f"genlab: trained {training['genlab']['steps']} steps ({budget_note(training['genlab'], budget_s, args.clock)}), "
+          f"final loss {training['genlab']['final_loss']:.4f}", flush=True)
     theirs_model = None
     if use_diffusers:
         rate = diffusers_rate(data.spec, x_train, args, device)
         steps = steps_for_budget(rate, budget_s)
-        print(f"diffusers: {rate:.2f} steps/s probed -> {steps} steps", flush=True)
+        print(f"diffusers: {rate:.2f} steps per {args.clock}-s probed -> {steps} steps", flush=True)
         theirs_model = DiffusersDDPM(data.spec, device)
         info = theirs_model.train(x_train, train_config(args, steps))
         training["diffusers"] = {k: v for k, v in info.items() if k != "rates"} | {"probed_steps_per_s": rate}
-        print(f"diffusers: trained {info['steps']} steps in {info['seconds']:.0f} s ({budget_note(info['seconds'], budget_s)}), "
+        print(f"diffusers: trained {info['steps']} steps ({budget_note(info, budget_s, args.clock)}), "
               f"final loss {info['final_loss']:.4f}", flush=True)
 
     # 2-3. samples and FID
     print(f"sampling {args.samples} images per sampler and seed (seeds {args.seeds}) ...", flush=True)
     ours = evaluate(
-        "genlab", lambda sampler, steps, seed: genlab_images(genlab_model, sampler, steps, args.samples, seed, args.sample_batch),
+        "genlab", lambda sampler, steps, seed, options: genlab_images(genlab_model, sampler, steps, args.samples, seed, args.sample_batch, **options),
         rows, real_test, args, grids,
     )  # fmt: skip
     theirs = None
     if theirs_model is not None:
         theirs = evaluate(
-            "diffusers", lambda sampler, steps, seed: theirs_model.images(sampler, steps, args.samples, seed, args.sample_batch),
+            "diffusers", lambda sampler, steps, seed, options: theirs_model.images(sampler, steps, args.samples, seed, args.sample_batch),
             rows, real_test, args, grids,
         )  # fmt: skip
 

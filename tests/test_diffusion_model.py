@@ -78,6 +78,17 @@ def test_generate_reports_network_evaluations_and_trajectories():
     assert heun.nfe == 2 * 6 - 1  # Heun: 2 per step but the last (the discrete grid ends at t = 0: no final denoising)
 
 
+def test_trajectory_ends_at_the_sample_and_fit_writes_its_picture(tmp_path):
+    model = _exact_model(sampler="ddim", sample_steps=10)
+    path = model.sample_trajectory(7, generator=torch.Generator().manual_seed(0))
+    final = model.sample(7, generator=torch.Generator().manual_seed(0))
+    assert len(path) == 11 and all(x.shape == (7, 2) for x in path)
+    torch.testing.assert_close(path[-1], final)  # the same draws: the path ends at the sample
+    assert path[0].std() > final.std()  # vectors are not clamped: the start is the broad prior, in data units
+    (written,) = model.write_figures(tmp_path, torch.Generator().manual_seed(0))
+    assert written == tmp_path / "trajectory.png" and written.stat().st_size > 0
+
+
 def test_vectors_are_standardised_with_the_training_statistics():
     data = genlab.data.load("8gaussians", n=2000)
     model = genlab.create("ddpm", data=data, hidden=(8,))
@@ -160,6 +171,7 @@ def test_every_diffusion_model_trains_samples_saves_and_loads(name, tmp_path):
     run = genlab.fit(model, data, max_steps=2, batch_size=8, out=tmp_path / name, progress=False,
                      sample_every=0, num_samples=4)
     assert all(math.isfinite(row["loss"]) for row in run.history)
+    assert (tmp_path / name / "trajectory.png").stat().st_size > 0  # the sampling path, beside samples.png
     options = dict(steps=3) if name != "ncsn" else dict(steps=2, steps_per_level=2)
     x = model.sample(4, generator=torch.Generator().manual_seed(0), **options)
     assert x.shape == (4, 1, 8, 8) and 0 <= x.min() and x.max() <= 1

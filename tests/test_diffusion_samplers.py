@@ -21,6 +21,7 @@ from genlab.models.diffusion.samplers import (
     annealed_langevin_sample,
     ddim_invert,
     ddim_sample,
+    dpm_solver_sample,
     euler_maruyama_sample,
     get_sampler,
     heun_sample,
@@ -92,6 +93,8 @@ CASES = {
     "euler_maruyama": (euler_maruyama_sample, lambda: VPSDE(), dict(steps=500), 0.025),
     "pc": (predictor_corrector_sample, lambda: VESDE(sigma_min=0.01, sigma_max=10.0), dict(steps=200, snr=0.16), 0.03),
     "heun": (heun_sample, lambda: EDMSchedule(), dict(steps=40), 0.02),
+    "dpm_solver": (dpm_solver_sample, lambda: DiscreteSchedule.cosine(), dict(steps=40), 0.03),
+    "dpm_solver_sde": (dpm_solver_sample, lambda: VPSDE(), dict(steps=100, eta=1.0), 0.03),
     "ode": (ode_sample, lambda: VPSDE(), dict(method="dopri5", rtol=1e-5, atol=1e-5), 0.01),
 }
 
@@ -129,6 +132,36 @@ def test_ddim_with_eta_one_is_ancestral_sampling():
     ddpm = ancestral_sample(data.eps_fn(schedule), schedule, x_start=x_start, steps=20, generator=seeded(1))
     ddim = ddim_sample(data.eps_fn(schedule), schedule, x_start=x_start, steps=20, eta=1.0, generator=seeded(1))
     torch.testing.assert_close(ddim.x, ddpm.x, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("schedule", [DiscreteSchedule.linear(), VPSDE(), EDMSchedule(), VESDE()], ids=lambda s: s.name)
+def test_first_order_dpm_solver_is_ddim_and_ancestral_sampling(schedule):
+    # order 1 of DPM-Solver++ is DDIM (Lu et al. 2022, sec. 4); its SDE variant at order 1 draws from
+    # the posterior q(x_s | x_t, x0_hat), as DDIM with eta = 1 does: with the same draws, the same numbers
+    eps_fn = mixture().eps_fn(schedule)
+    x_start = schedule.prior_sample((64, 2), generator=seeded(0), dtype=F64)
+    for eta in (0.0, 1.0):
+        ddim = ddim_sample(eps_fn, schedule, x_start=x_start, steps=12, eta=eta, generator=seeded(1))
+        dpm = dpm_solver_sample(eps_fn, schedule, x_start=x_start, steps=12, order=1, eta=eta, generator=seeded(1))
+        torch.testing.assert_close(dpm.x, ddim.x, rtol=1e-9, atol=1e-9)
+
+
+def test_second_order_dpm_solver_converges_faster_than_ddim():
+    # the error to the exact ODE solution (dopri5 at 1e-8) falls as h^2 for DPM-Solver++(2M) and as h
+    # for DDIM; mean distance at 10 and 40 steps on EDM's schedule, measured: DDIM 0.24 -> 0.057 (x4.3),
+    # DPM-Solver++ 0.23 -> 0.0083 (x28)
+    data, schedule = mixture(), EDMSchedule()
+    eps_fn = data.eps_fn(schedule)
+    x_start = schedule.prior_sample((256, 2), generator=seeded(0), dtype=F64)
+    exact = ode_sample(eps_fn, schedule, x_start=x_start, rtol=1e-8, atol=1e-8).x
+    error = {}
+    for name, sampler in (("ddim", ddim_sample), ("dpm", dpm_solver_sample)):
+        for steps in (10, 40):
+            error[name, steps] = (sampler(eps_fn, schedule, x_start=x_start, steps=steps).x - exact).norm(dim=1).mean().item()
+    assert error["dpm", 40] < 0.5 * error["ddim", 40]
+    # 4x the steps: 2nd order cuts the error by well over 4 (16 in the limit), 1st order by about 4 or less
+    assert error["dpm", 10] / error["dpm", 40] > 6.0
+    assert error["ddim", 10] / error["ddim", 40] < 6.0
 
 
 def test_ddim_with_eta_zero_is_deterministic():
@@ -211,6 +244,8 @@ def counting(eps_fn):
         ("ancestral", DiscreteSchedule.linear(), dict(steps=10), 10),
         ("ddim", DiscreteSchedule.linear(), dict(steps=10), 10),
         ("ddim", VPSDE(), dict(steps=10), 11),  # + the final denoising at t_min
+        ("dpm_solver", DiscreteSchedule.cosine(), dict(steps=10), 10),
+        ("dpm_solver", VPSDE(), dict(steps=10, eta=1.0), 11),
         ("langevin", VESDE(), dict(noise_levels=4, steps_per_level=3), 13),
         ("euler_maruyama", VPSDE(), dict(steps=10), 11),
         ("euler_maruyama", VPSDE(), dict(steps=10, denoise_final=False), 10),

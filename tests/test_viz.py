@@ -19,10 +19,13 @@ from genlab.viz import (
     plot_density_2d,
     plot_samples,
     plot_training_curves,
+    plot_trajectory,
     save_image_grid,
     to_uint8_image,
+    trajectory_figure,
 )
 from genlab.viz.density import GRID_BATCH
+from genlab.viz.trajectory import snapshot_indices
 
 
 def tile(grid, k, nrow, h, w, p):
@@ -256,3 +259,57 @@ def test_plot_samples_never_raises_on_nan(tmp_path):
     fig = pairwise_figure(samples, title="step 100")
     assert fig._suptitle.get_text() == "step 100\nnon-finite, not drawn: 10 sample rows"
     assert plot_samples(torch.full((6, 3), float("nan")), blobs, tmp_path / "c.png").exists()
+
+
+# -- sample histograms and trajectories ------------------------------------------------------------
+def test_histogram_panel_is_a_normalised_density_of_the_samples():
+    # without log_prob, >= 500 samples get a histogram panel: counts / (N * bin area), so it integrates
+    # to the share of samples in view and matches the sampling density where the bins are fine
+    g = torch.Generator().manual_seed(0)
+    samples = torch.rand(20000, 2, generator=g) * torch.tensor([2.0, 4.0])  # uniform density 1/8
+    fig = density_figure(samples, bounds=((0.0, 2.0), (0.0, 4.0)))
+    heat = np.asarray(fig.axes[1].images[0].get_array())
+    bins = heat.shape[0]
+    assert heat.shape == (bins, bins) and 20 <= bins <= 100
+    assert abs(heat.sum() * (2.0 * 4.0 / bins**2) - 1.0) < 1e-9
+    assert abs(heat.mean() - 1 / 8) < 1e-9 and heat.std() < 0.5 / 8  # Poisson noise of ~4 points per bin
+    few = density_figure(samples[:100], bounds=((0.0, 2.0), (0.0, 4.0)))
+    assert all(not ax.images for ax in few.axes)  # 100 points: scatter only
+
+
+def test_snapshot_indices_are_evenly_spaced_and_keep_both_ends():
+    assert snapshot_indices(51, 6) == [0, 10, 20, 30, 40, 50]
+    assert snapshot_indices(4, 8) == [0, 1, 2, 3]
+    assert snapshot_indices(10, 1) == [9]
+    with pytest.raises(ValueError):
+        snapshot_indices(0, 3)
+
+
+def test_image_trajectory_puts_each_sample_on_a_row_and_each_snapshot_in_a_column(tmp_path):
+    spec = DataSpec("t", kind="image", shape=(1, 4, 4))
+    # state k of sample i is the constant (k + 1) / 10 + i / 100: the tile at (row i, column k) shows it
+    path = [torch.full((3, 1, 4, 4), (k + 1) / 10) + torch.arange(3.0)[:, None, None, None] / 100 for k in range(5)]
+    fig = trajectory_figure(path, spec, columns=5, rows=2)
+    grid = np.asarray(fig.axes[0].images[0].get_array())
+    p = 2  # make_grid's padding
+    for i in range(2):
+        for k in range(5):
+            top, left = p + i * (4 + p), p + k * (4 + p)
+            expected = round(((k + 1) / 10 + i / 100) * 255)
+            assert np.all(grid[top : top + 4, left : left + 4] == expected)
+    assert grid.shape == (2 * (4 + p) + p, 5 * (4 + p) + p)
+    out = plot_trajectory(path, spec, tmp_path / "t.png", times=[1.0, 0.75, 0.5, 0.25, 0.0], columns=3)
+    assert read_png(out)[1].ndim == 3
+
+
+def test_point_trajectory_draws_one_panel_per_snapshot():
+    spec = DataSpec("p", kind="vector", shape=(2,), value_range=(-5.0, 5.0))
+    path = [torch.randn(100, 2, generator=torch.Generator().manual_seed(k)) * (3 - k) for k in range(3)]
+    fig = trajectory_figure(path, spec, columns=8)
+    assert len(fig.axes) == 3
+    offsets = [ax.collections[0].get_offsets() for ax in fig.axes]
+    np.testing.assert_allclose(np.asarray(offsets[2]), path[2].numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="one time per state"):
+        trajectory_figure(path, spec, times=[1.0, 0.0])
+    with pytest.raises(ValueError, match="images and 2-D points"):
+        trajectory_figure([torch.zeros(3, 5)], DataSpec("v", kind="vector", shape=(5,)))

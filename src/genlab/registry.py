@@ -71,6 +71,13 @@ def create(name: str, data: "Dataset | DataSpec", **fields: Any) -> "GenerativeM
     """
     entry = get(name)
     spec = getattr(data, "spec", data)
+    kinds = entry.model_class.data_kinds
+    if spec.kind not in kinds:
+        others = [e.name for e in entries() if spec.kind in e.model_class.data_kinds]
+        raise ConfigError(
+            f"model {entry.name!r} is built for {' and '.join(kinds)} data, and {spec.name!r} is {spec.kind} data; "
+            f"models for {spec.kind} data: {', '.join(others)}"
+        )
     config = entry.config_class.from_dict(fields)
     return entry.model_class(config, spec)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -38,6 +39,8 @@ class GenerativeModel(nn.Module):
     name: ClassVar[str] = ""  # set by @register
     exact_likelihood: ClassVar[bool] = False
     has_custom_step: ClassVar[bool] = False
+    # the kinds of data (DataSpec.kind) the model is built for; `genlab.create` refuses the others
+    data_kinds: ClassVar[tuple[str, ...]] = ("image", "vector", "table")
     # training options this family does well with (e.g. more steps for diffusion); `fit` uses them
     # where the caller gave none, so `genlab train NAME` works well without flags
     train_defaults: ClassVar[dict[str, Any]] = {}
@@ -101,6 +104,12 @@ class GenerativeModel(nn.Module):
         "none": not a likelihood at all (e.g. a Bernoulli cross-entropy on grey levels).
         """
         return "continuous" if self.spec.levels is None else "dequantized"
+
+    def write_figures(self, directory: Path, generator: torch.Generator) -> list[Path]:
+        """Pictures particular to this family (e.g. a diffusion model's denoising trajectory), written
+        into the run directory by `genlab.fit` after the final samples; returns their paths. The
+        default writes none."""
+        return []
 
     # -- helpers --------------------------------------------------------------------------
     @property

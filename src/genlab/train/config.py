@@ -14,6 +14,7 @@ class TrainConfig(Config):
     batch_size is the global batch: with `torchrun` each of W processes takes batch_size / W
     samples and DDP averages the gradients, so the update equals one process's on the same batch.
     grad_clip=0 and ema_decay=0 switch those off; sample_every/checkpoint_every=0 mean "at the end".
+    num_samples: images in each sample grid; pictures of 2-D data draw at least 2,000 points.
     """
 
     max_steps: int = 2000

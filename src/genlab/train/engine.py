@@ -28,6 +28,8 @@ from genlab.train.config import TrainConfig
 from genlab.train.distributed import DistInfo
 from genlab.train.run import RunPaths, read_metrics, read_run_config
 
+POINTS_SHOWN = 2000  # samples drawn for the pictures of 2-D data (image grids use cfg.num_samples)
+
 
 @dataclasses.dataclass
 class Run:
@@ -442,6 +444,14 @@ class _Engine:
         save_torch(state, self.paths.state)  # written last: it marks the checkpoint complete
         self.last_checkpoint = (self.step, self.paths.state)
 
+    def _samples_to_draw(self) -> int:
+        """num_samples for an image grid; 2-D points get at least POINTS_SHOWN, so that the scatter
+        (and its histogram) can be compared with the density by eye."""
+        spec = self.model.spec
+        if spec.kind == "vector" and spec.dim == 2:
+            return max(self.cfg.num_samples, POINTS_SHOWN)
+        return self.cfg.num_samples
+
     @torch.no_grad()
     def _write_samples(self, final: bool) -> None:
         from genlab.viz import plot_samples
@@ -451,7 +461,7 @@ class _Engine:
         model.eval()
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             generator = torch.Generator(device="cpu").manual_seed(self.cfg.seed)
-            samples = model.sample(self.cfg.num_samples, generator=generator).float().cpu()
+            samples = model.sample(self._samples_to_draw(), generator=generator).float().cpu()
         model.train(was_training)
         reference = self.val_set if self.val_set is not None else self.train_set
         shown = reference.get_batch(torch.arange(min(len(reference), 2000), device=reference.storage.device)).x.cpu()
@@ -461,6 +471,10 @@ class _Engine:
         if final:
             plot_samples(samples, self.model.spec, self.paths.samples_dir / f"step_{self.step:07d}.png", data=shown,
                          true_log_prob=self.data.true_log_prob, log_prob=_log_prob_or_none(model))
+            model.eval()
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                model.write_figures(self.paths.root, torch.Generator(device="cpu").manual_seed(self.cfg.seed))
+            model.train(was_training)
 
     def _write_curves(self) -> None:
         from genlab.viz import plot_training_curves

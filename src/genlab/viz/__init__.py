@@ -1,4 +1,5 @@
-"""Pictures shared by every model family: image grids, 2-D densities, pairs plots, training curves.
+"""Pictures shared by every model family: image grids, 2-D densities, pairs plots, training curves,
+sampling trajectories.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot (headless, thread-safe, no change to
 the user's pyplot state) and every file is written atomically (temporary name, then rename).
@@ -10,6 +11,7 @@ from genlab.viz.density import density_figure, plot_density_2d
 from genlab.viz.grid import make_grid, save_image_grid, to_uint8_image
 from genlab.viz.pairs import pairwise_figure, plot_pairwise
 from genlab.viz.samples import plot_samples
+from genlab.viz.trajectory import plot_trajectory, trajectory_figure
 
 __all__ = [
     "curves_figure",
@@ -20,7 +22,9 @@ __all__ = [
     "plot_pairwise",
     "plot_samples",
     "plot_training_curves",
+    "plot_trajectory",
     "read_metrics",
     "save_image_grid",
     "to_uint8_image",
+    "trajectory_figure",
 ]

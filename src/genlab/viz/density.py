@@ -30,6 +30,7 @@ Bounds = tuple[tuple[float, float], tuple[float, float]]
 GRID_BATCH = 16384  # grid points per log_prob call: few calls, bounded memory
 MAX_SCATTER = 5000
 PANEL_INCHES = 4.0
+MIN_HISTOGRAM_POINTS = 500  # fewer samples make a histogram too noisy to read as a density
 
 
 def density_grid(
@@ -98,6 +99,20 @@ def _heat_map(ax, log_p: np.ndarray, bounds: Bounds, title: str) -> None:
     _frame(ax, bounds, title)
 
 
+def _histogram(ax, points: Tensor, bounds: Bounds, title: str) -> None:
+    """The samples' normalised 2-D histogram: a density estimate for models without log_prob (GANs,
+    diffusion), on the same axes and colour map as the densities beside it. Bins: about sqrt(N / 4)
+    per axis (4 points per bin on average over a square), from 20 to 100."""
+    (x_lo, x_hi), (y_lo, y_hi) = bounds
+    bins = int(min(100, max(20, (len(points) / 4) ** 0.5)))
+    counts, _, _ = np.histogram2d(points[:, 0].numpy(), points[:, 1].numpy(), bins=bins, range=[[x_lo, x_hi], [y_lo, y_hi]])
+    area = (x_hi - x_lo) * (y_hi - y_lo) / bins**2
+    p = counts.T / (len(points) * area)  # rows are y, as the heat maps
+    im = ax.imshow(p, origin="lower", extent=(x_lo, x_hi, y_lo, y_hi), aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.figure.colorbar(im, ax=ax, shrink=0.8)
+    _frame(ax, bounds, f"{title}\n{bins}x{bins} bins, n={len(points)}")
+
+
 def _frame(ax, bounds: Bounds, title: str) -> None:
     ax.set_xlim(*bounds[0])
     ax.set_ylim(*bounds[1])
@@ -132,12 +147,15 @@ def density_figure(
         dat, bad_data = finite_rows(dat)
     box = _parse_bounds(bounds, dat if dat is not None and len(dat) else pts)
 
-    panels = (dat is not None) + 1 + (log_prob is not None) + (true_log_prob is not None)
+    histogram = log_prob is None and len(pts) >= MIN_HISTOGRAM_POINTS
+    panels = (dat is not None) + 1 + (log_prob is not None or histogram) + (true_log_prob is not None)
     fig = new_figure(PANEL_INCHES * panels, PANEL_INCHES)
     axes = iter(fig.subplots(1, panels, squeeze=False)[0])
     if dat is not None:
         _scatter(next(axes), dat, box, f"data (n={len(dat)})", "tab:gray")
     _scatter(next(axes), pts, box, f"model samples (n={len(pts)})", "tab:blue")
+    if histogram:
+        _histogram(next(axes), pts, box, "model samples, histogram")
     for name, fn in (("model density", log_prob), ("true density", true_log_prob)):
         if fn is not None:
             _heat_map(next(axes), density_grid(fn, box, resolution, device=device, dtype=dtype), box, name)
@@ -158,7 +176,8 @@ def plot_density_2d(
 ) -> Path:
     """Save a row of panels for 2-D points as a PNG: the data scatter (if `data` (M, 2) is
     given), the model samples (N, 2) scatter, the model density exp(log_prob) on a grid (if
-    `log_prob` maps (B, 2) -> (B,)) and the true density (if `true_log_prob` is known).
+    `log_prob` maps (B, 2) -> (B,); without it, the samples' histogram when N >= 500) and the
+    true density (if `true_log_prob` is known).
 
     The densities are evaluated on resolution x resolution grid points in batches of GRID_BATCH
     (ceil(resolution**2 / GRID_BATCH) calls), on the samples' device. bounds: ((x_lo, x_hi),

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -37,7 +38,7 @@ from genlab.registry import register
 
 DIFFUSION_NETS = ("auto", "unet", "dit", "mlp")
 # keywords of each sampler beyond the common ones, taken from the config
-_SAMPLER_OPTIONS = {"ddim": ("eta",)}
+_SAMPLER_OPTIONS = {"ddim": ("eta",), "dpm_solver": ("eta",)}
 
 
 @dataclasses.dataclass
@@ -309,6 +310,29 @@ class DiffusionModel(GenerativeModel):
         x = self.to_data_space(self.generate(n, cond, generator, **options).x)
         return x
 
+    @torch.no_grad()
+    def sample_trajectory(self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None,
+                          **options: Any) -> list[Tensor]:
+        """The sampler's path for n samples: x at the start (noise) and after each step, each state
+        (n, *spec.shape) mapped to the data's units (images also clamped, quantized and, for latent
+        diffusion, decoded); options as `generate`."""
+        result = self.generate(n, cond, generator, return_trajectory=True, **options)
+        # vectors are not clamped to the data's range: the noisy states lie far outside it
+        to_data = self.to_data_space if self.spec.kind == "image" else lambda x: self.denormalize(x.float())
+        return [to_data(x) for x in result.trajectory]
+
+    def write_figures(self, directory: Path, generator: torch.Generator) -> list[Path]:
+        """trajectory.png: the default sampler's path from noise to data (8 images, or 2,000 points
+        for 2-D data)."""
+        from genlab.viz import plot_trajectory
+
+        if self.spec.kind != "image" and self.spec.dim != 2:
+            return []
+        n = 8 if self.spec.kind == "image" else 2000
+        path = self.sample_trajectory(n, generator=generator)
+        title = f"{self.name}: {self.default_sampler} sampler, noise to data"
+        return [plot_trajectory([x.cpu() for x in path], self.spec, Path(directory) / "trajectory.png", title=title)]
+
     def to_data_space(self, x: Tensor) -> Tensor:
         """From the normalised space back to the data's units, clamped to its value range and, for
         images with discrete levels, quantized."""
@@ -364,14 +388,18 @@ class _Flatten(nn.Module):
         return self.net(x.flatten(1), noise_level, y).view(x.shape[0], *self.shape)
 
 
-def _preset(name: str, summary: str, **defaults: Any) -> None:
-    """Register a DiffusionModel whose config has other defaults (the same class, the same fields)."""
+def _preset(name: str, summary: str, data_kinds: tuple[str, ...] | None = None, **defaults: Any) -> None:
+    """Register a DiffusionModel whose config has other defaults (the same class, the same fields);
+    data_kinds narrows the data it is built for (e.g. a transformer over image patches)."""
     fields = [(f.name, f.type, dataclasses.field(default=defaults[f.name])) for f in dataclasses.fields(DiffusionConfig) if f.name in defaults]
     config_class = dataclasses.make_dataclass(
         f"{name.title().replace('-', '')}Config", fields, bases=(DiffusionConfig,), namespace={"__module__": __name__}
     )
     globals()[config_class.__name__] = config_class
-    model_class = type(f"{name.title().replace('-', '')}Model", (DiffusionModel,), {"__module__": __name__, "__doc__": f"{summary}: DiffusionModel with {defaults}."})
+    namespace = {"__module__": __name__, "__doc__": f"{summary}: DiffusionModel with {defaults}."}
+    if data_kinds is not None:
+        namespace["data_kinds"] = data_kinds
+    model_class = type(f"{name.title().replace('-', '')}Model", (DiffusionModel,), namespace)
     globals()[model_class.__name__] = model_class
     register(name, config_class, family="diffusion", summary=summary)(model_class)
 
@@ -383,4 +411,4 @@ _preset("score-sde", "Score SDE (Song et al. 2021): VP SDE, predictor-corrector 
 _preset("edm", "EDM (Karras et al. 2022): sigma(t) = t, preconditioned denoiser, Heun's 2nd-order ODE sampler",
         schedule="edm", sampler="heun", sample_steps=18)
 _preset("dit", "Diffusion transformer (Peebles & Xie 2023): patches, adaLN-Zero blocks, DDIM sampling",
-        net="dit", schedule="linear")
+        data_kinds=("image",), net="dit", schedule="linear")

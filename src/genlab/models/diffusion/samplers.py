@@ -52,6 +52,8 @@ __all__ = [
     "ancestral_sample",
     "ddim_sample",
     "ddim_invert",
+    "dpm_solver_sample",
+    "dpm_solver_sde_sample",
     "annealed_langevin_sample",
     "euler_maruyama_sample",
     "predictor_corrector_sample",
@@ -336,6 +338,91 @@ def ddim_sample(
         if trajectory is not None:
             trajectory.append(x)
     return _finish(denoiser, x, times[-1], denoise_final, trajectory)
+
+
+@torch.no_grad()
+def dpm_solver_sample(
+    eps_fn: EpsFn,
+    schedule: NoiseSchedule,
+    shape: Sequence[int] | None = None,
+    *,
+    order: int = 2,
+    eta: float = 0.0,
+    steps: int | None = None,
+    times: Tensor | None = None,
+    x_start: Tensor | None = None,
+    t_start: float | None = None,
+    generator: torch.Generator | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
+    after_step: AfterStep | None = None,
+    clip_denoised: tuple[float, float] | None = None,
+    denoise_final: bool = True,
+    return_trajectory: bool = False,
+) -> SampleResult:
+    """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", alg. 2) and its SDE variant; steps defaults to 20.
+
+    A multistep exponential integrator in the data prediction x0_hat and the half log-SNR
+    lambda = log(alpha / sigma). Each step t -> s, h = lambda_s - lambda_t > 0:
+
+        x_s = (sigma_s / sigma_t) e^{-eta h} x_t + alpha_s (1 - e^{-(1 + eta) h}) D + sigma_s sqrt(1 - e^{-2 eta h}) z,
+        D = x0_hat_t + (x0_hat_t - x0_hat_prev) / (2 r),   r = h_prev / h    (order 2, from the second step)
+        D = x0_hat_t                                                          (order 1, the first step, and a
+                                                                               last step to sigma = 0)
+
+    eta = 0 is the probability-flow ODE solver (order 1: exactly DDIM with eta = 0); eta = 1 the
+    SDE-DPM-Solver++(2M) of the reverse SDE (order 1: exactly ancestral sampling, the posterior
+    q(x_s | x_t, x0_hat)). One network evaluation per step: nfe = steps (+ 1 final denoising where
+    sigma(times[-1]) > 0), the cost of DDIM with the accuracy of a 2nd-order method.
+
+    >>> from genlab.models.diffusion.schedules import DiscreteSchedule
+    >>> schedule = DiscreteSchedule.cosine()
+    >>> eps_fn = lambda x, t: schedule.sigma(t)[:, None] * x  # the exact eps of data N(0, I)
+    >>> dpm_solver_sample(eps_fn, schedule, (4, 2), steps=10).nfe
+    10
+    """
+    if order not in (1, 2):
+        raise ConfigError(f"order={order} is not supported; choose 1 (DDIM-like) or 2 (DPM-Solver++(2M))")
+    if not 0.0 <= eta <= 1.0:
+        raise ConfigError(f"eta={eta} must lie in [0, 1] (0: the probability-flow ODE, 1: the reverse SDE)")
+    denoiser = _Denoiser(eps_fn, schedule, clip_denoised)
+    x, times = _start(
+        schedule, shape, steps=steps, default_steps=20, times=times,
+        x_start=x_start, t_start=t_start, generator=generator, device=device, dtype=dtype,
+    )  # fmt: skip
+    trajectory = [x] if return_trajectory else None
+    x0_previous, h_previous = None, None
+    for i in range(times.numel() - 1):
+        t, s = _at(times[i], x), _at(times[i + 1], x)
+        _, x0 = denoiser(x, t)
+        alpha_s, sigma_s, sigma_t = (schedule.alpha(s).to(x.dtype), schedule.sigma(s).to(x.dtype),
+                                     schedule.sigma(t).to(x.dtype))  # fmt: skip
+        if float(sigma_s[0]) == 0.0:  # lambda_s = inf: the step lands on x0_hat itself
+            x = expand_like(alpha_s, x) * x0
+        else:
+            h = (schedule.log_snr(s[:1]) - schedule.log_snr(t[:1])).to(x.dtype) / 2.0  # (1,)
+            denoised = x0
+            if order == 2 and x0_previous is not None:
+                r = h_previous / h
+                denoised = x0 + (x0 - x0_previous) / (2.0 * r)
+            x = (expand_like(sigma_s / sigma_t * torch.exp(-eta * h), x) * x
+                 - expand_like(alpha_s * torch.expm1(-(1.0 + eta) * h), x) * denoised)  # fmt: skip
+            if eta > 0:
+                x = x + expand_like(sigma_s * torch.sqrt(-torch.expm1(-2.0 * eta * h)), x) * _noise(x, generator)
+            h_previous = h
+        x0_previous = x0
+        if after_step is not None:
+            x = after_step(x, s)
+        if trajectory is not None:
+            trajectory.append(x)
+    return _finish(denoiser, x, times[-1], denoise_final, trajectory)
+
+
+def dpm_solver_sde_sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: Sequence[int] | None = None, **keywords) -> SampleResult:
+    """SDE-DPM-Solver++(2M): `dpm_solver_sample` with eta = 1, the reverse SDE's solver (keywords as
+    there). Its fresh noise at each step corrects the denoiser's errors where the ODE solvers carry
+    them to the end: on `8gaussians`, 50 steps match 1,000 ancestral steps (README, "Diffusion")."""
+    return dpm_solver_sample(eps_fn, schedule, shape, **{"eta": 1.0, **keywords})
 
 
 @torch.no_grad()
@@ -860,6 +947,8 @@ def ode_log_likelihood(
 SAMPLERS: dict[str, Callable[..., SampleResult]] = {
     "ancestral": ancestral_sample,
     "ddim": ddim_sample,
+    "dpm_solver": dpm_solver_sample,
+    "dpm_solver_sde": dpm_solver_sde_sample,
     "langevin": annealed_langevin_sample,
     "euler_maruyama": euler_maruyama_sample,
     "pc": predictor_corrector_sample,

@@ -1,0 +1,105 @@
+"""The contract every registered model keeps, checked over the whole registry on tiny CPU shapes:
+it builds for each kind of data it declares, trains two steps through `genlab.fit` with finite
+losses, samples the data's shape and value range (on the data's levels where its likelihood is of
+the discrete data), is
+reproducible from a seeded generator, and saves and loads to the same samples and likelihoods.
+
+A model added to the registry is tested here without touching this file; TINY holds the few
+fields that keep a model small and its sampler short on a CPU.
+"""
+
+import math
+
+import pytest
+import torch
+
+import genlab
+from genlab.errors import ConfigError
+from genlab.registry import entries
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+DATA = {"image": ("digits", {}), "vector": ("8gaussians", {"n": 512})}
+# fields that make a model tiny and its default sampler short; everything else is the default
+TINY = {
+    "ddpm": dict(preset="tiny", hidden=(16,), sample_steps=3),
+    "ncsn": dict(preset="tiny", hidden=(16,), sample_steps=2),
+    "score-sde": dict(preset="tiny", hidden=(16,), sample_steps=3),
+    "edm": dict(preset="tiny", hidden=(16,), sample_steps=3),
+    "dit": dict(preset="tiny", hidden=(16,), sample_steps=3),
+    "latent-diffusion": dict(preset="tiny", hidden=(16,), sample_steps=3),
+    "vae": dict(hidden=(16,), channels=(8,), prior_components=4, iw_samples=4),
+}
+
+
+def cases():
+    for entry in entries():
+        for kind in entry.model_class.data_kinds:
+            if kind in DATA:
+                yield pytest.param(entry.name, kind, id=f"{entry.name}-{kind}")
+
+
+def _fields(name, kind, tmp_path_factory):
+    fields = dict(TINY.get(name, {}))
+    if kind != "image" or name not in ("ddpm", "ncsn", "score-sde", "edm", "dit", "latent-diffusion"):
+        fields.pop("preset", None)
+    if name == "latent-diffusion":
+        fields["autoencoder"] = str(_tiny_autoencoder(kind, tmp_path_factory))
+    return fields
+
+
+def _tiny_autoencoder(kind, tmp_path_factory):
+    out = tmp_path_factory.mktemp("autoencoder") / "vae"
+    data = _data(kind)
+    vae = genlab.create("vae", data=data, **TINY["vae"])
+    genlab.fit(vae, data, max_steps=1, batch_size=8, out=out, progress=False, sample_every=0, num_samples=4)
+    return out
+
+
+def _data(kind):
+    name, options = DATA[kind]
+    return genlab.data.load(name, **options)
+
+
+def _seeded(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("name, kind", list(cases()))
+def test_every_model_trains_samples_saves_and_loads(name, kind, tmp_path, tmp_path_factory):
+    data = _data(kind)
+    spec = data.spec
+    model = genlab.create(name, data=data, **_fields(name, kind, tmp_path_factory))
+    run = genlab.fit(model, data, max_steps=2, batch_size=8, out=tmp_path / "run", progress=False,
+                     sample_every=0, num_samples=4)
+    losses = [row["loss"] for row in run.history if row.get("split") == "train"]
+    assert losses and all(math.isfinite(v) for v in losses), losses
+    assert (tmp_path / "run" / "samples.png").stat().st_size > 0
+
+    model = run.sampling_model.eval()
+    x = model.sample(4, generator=_seeded(0))
+    assert x.shape == (4, *spec.shape) and bool(torch.isfinite(x).all())
+    low, high = spec.value_range
+    assert float(x.min()) >= low - 1e-6 and float(x.max()) <= high + 1e-6
+    if spec.levels and model.likelihood_kind() in ("dequantized", "discrete"):  # a likelihood of the discrete data
+        steps = spec.levels - 1
+        torch.testing.assert_close(x * steps / (high - low), torch.round(x * steps / (high - low)))
+    torch.testing.assert_close(model.sample(4, generator=_seeded(0)), x)  # same seed, same samples
+
+    loaded = genlab.load(tmp_path / "run")
+    assert type(loaded) is type(model)
+    torch.testing.assert_close(loaded.sample(4, generator=_seeded(0)), x)
+    if model.exact_likelihood:
+        real = data.split("test").tensors()[0][:8]
+        log_p = model.log_prob(real)
+        assert log_p.shape == (8,) and bool(torch.isfinite(log_p).all())
+        torch.testing.assert_close(loaded.log_prob(real), log_p)
+
+
+@pytest.mark.parametrize("name", [e.name for e in entries()])
+def test_every_model_refuses_the_data_it_is_not_built_for_by_name(name):
+    entry = genlab.registry.get(name)
+    for kind, (dataset, options) in DATA.items():
+        if kind not in entry.model_class.data_kinds:
+            with pytest.raises(ConfigError, match=f"built for .* data, and {dataset!r} is {kind} data"):
+                genlab.create(name, data=genlab.data.load(dataset, **options))
