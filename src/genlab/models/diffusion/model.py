@@ -58,12 +58,14 @@ class DiffusionConfig(Config):
     patch_size: DiT only: the patch side (the preset's name carries it otherwise).
     hidden, embedding_dim: the MLP's widths and noise-level embedding size (vectors).
     dropout: UNet dropout (None: the preset's).
-    sampler: default sampler of `sample` ("ancestral", "ddim", "langevin", "euler_maruyama", "pc",
-        "heun", "ode"), or "auto": DDIM for images (50 evaluations), ancestral sampling on the whole
-        grid for vectors and tables, where a network evaluation is cheap and the deterministic
-        samplers spread the modes (8gaussians, 1,000 samples: MMD 0.002 ancestral against 0.023
-        DDIM-50, 0.025 DDIM-200, 0.027 Heun-50, from the same network); sample_steps: its number of
-        steps (None: the sampler's default); eta: DDIM's.
+    sampler: default sampler of `sample` ("ancestral", "ddim", "dpm_solver", "dpm_solver_sde",
+        "langevin", "euler_maruyama", "pc", "heun", "ode"), or "auto": DPM-Solver++(2M) for images
+        (20 evaluations; digits, 1,000 samples, seeds 0-1: FID 14.0 against 14.8 for DDIM-50 and 15.8
+        for 1,000 ancestral steps), SDE-DPM-Solver++ (50 evaluations) for vectors and tables, where the
+        deterministic samplers smear the modes the network has learnt only roughly and fresh noise
+        at each step corrects it (8gaussians, 1,000 samples, seeds 0-2: MMD 0.0020-0.0028 against
+        0.0018-0.0062 for 1,000 ancestral steps and 0.023 for DDIM-50, the same network);
+        sample_steps: its number of steps (None: the sampler's default); eta: DDIM's and DPM-Solver's.
     class_conditional: condition on the data's labels; label_dropout: the share of labels replaced
         by the "no label" token in training (classifier-free guidance, Ho & Salimans 2022);
         guidance_scale: w of eps = (1 + w) eps(x, y) - w eps(x, no label) at sampling (0: none).
@@ -201,10 +203,10 @@ class DiffusionModel(GenerativeModel):
 
     @property
     def default_sampler(self) -> str:
-        """config.sampler, with "auto" resolved: "ddim" for images, "ancestral" otherwise."""
+        """config.sampler, with "auto" resolved: "dpm_solver" for images, "dpm_solver_sde" otherwise."""
         if self.config.sampler != "auto":
             return self.config.sampler
-        return "ddim" if self.spec.kind == "image" else "ancestral"
+        return "dpm_solver" if self.spec.kind == "image" else "dpm_solver_sde"
 
     @property
     def diffusion_spec(self) -> DataSpec:

@@ -44,6 +44,7 @@ from torch import Tensor
 
 from genlab.errors import ConfigError
 from genlab.models.diffusion.schedules import NoiseSchedule, expand_like
+from genlab.nn.divergence import DIVERGENCE_METHODS, PROBE_KINDS, divergence, sample_probe
 from genlab.nn.distributions import sample_standard_normal
 
 __all__ = [
@@ -421,7 +422,10 @@ def dpm_solver_sample(
 def dpm_solver_sde_sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: Sequence[int] | None = None, **keywords) -> SampleResult:
     """SDE-DPM-Solver++(2M): `dpm_solver_sample` with eta = 1, the reverse SDE's solver (keywords as
     there). Its fresh noise at each step corrects the denoiser's errors where the ODE solvers carry
-    them to the end: on `8gaussians`, 50 steps match 1,000 ancestral steps (README, "Diffusion")."""
+    them to the end: on `8gaussians`, 50 steps match 1,000 ancestral steps (README, "Diffusion").
+    steps defaults to 50: the noise it adds each step needs more, shorter steps than the ODE's 20."""
+    if keywords.get("steps") is None and keywords.get("times") is None:
+        keywords["steps"] = 50
     return dpm_solver_sample(eps_fn, schedule, shape, **{"eta": 1.0, **keywords})
 
 
@@ -886,9 +890,9 @@ def ode_log_likelihood(
     """
     import torchdiffeq
 
-    if trace not in ("hutchinson", "exact"):
+    if trace not in DIVERGENCE_METHODS:
         raise ConfigError(f"trace={trace!r} is not known; choose 'hutchinson' (any D) or 'exact' (small D)")
-    if probe not in ("rademacher", "gaussian"):
+    if probe not in PROBE_KINDS:
         raise ConfigError(f"probe={probe!r} is not known; choose 'rademacher' or 'gaussian'")
     if probes < 1:
         raise ConfigError(f"probes={probes} must be >= 1 (Hutchinson vectors per solve)")
@@ -896,32 +900,17 @@ def ode_log_likelihood(
     times = torch.tensor([t0, schedule.t_max], dtype=_time_dtype(x0.dtype), device=x0.device)
     denoiser = _Denoiser(eps_fn, schedule, None)
     dim = x0[0].numel()
+    # the same probes at every evaluation, so the solver integrates a smooth function of t (FFJORD)
+    vectors = None
     if trace == "hutchinson":
-        probe_shape = (probes,) + tuple(x0.shape)
-        if probe == "gaussian":
-            vectors = sample_standard_normal(probe_shape, generator=generator, device=x0.device, dtype=x0.dtype)
-        else:
-            where = generator.device if generator is not None else x0.device
-            signs = torch.randint(0, 2, probe_shape, generator=generator, device=where).to(device=x0.device, dtype=x0.dtype)
-            vectors = 2.0 * signs - 1.0
+        vectors = sample_probe((probes,) + tuple(x0.shape), kind=probe, generator=generator, device=x0.device, dtype=x0.dtype)
 
     def eps_divergence(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
         with torch.enable_grad():
             x = x.detach().requires_grad_(True)
             eps, _ = denoiser(x, t)
-            if trace == "exact":
-                flat_eps = eps.flatten(1)
-                diagonal = [
-                    torch.autograd.grad(flat_eps[:, j].sum(), x, retain_graph=True)[0].flatten(1)[:, j] for j in range(dim)
-                ]
-                divergence = torch.stack(diagonal, dim=1).sum(1)
-            else:
-                divergence = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-                for p in range(probes):
-                    (vjp,) = torch.autograd.grad(eps, x, vectors[p], retain_graph=p < probes - 1)
-                    divergence = divergence + (vjp * vectors[p]).flatten(1).sum(1)
-                divergence = divergence / probes
-        return eps.detach(), divergence.detach()
+            eps_div = divergence(eps, x, method=trace, noise=vectors, create_graph=False)
+        return eps.detach(), eps_div.detach()
 
     def dynamics(t: Tensor, state: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         x, _ = state
