@@ -23,7 +23,10 @@ DATA = {"image": ("digits", {}), "vector": ("8gaussians", {"n": 512})}
 # fields that make a model tiny and its default sampler short; everything else is the default
 TINY = {
     "ddpm": dict(preset="tiny", hidden=(16,), sample_steps=3),
-    "ncsn": dict(preset="tiny", hidden=(16,), sample_steps=2),
+    # annealed Langevin with a two-step network diverges (its step a_1 ~ 500 for sigma_1 / sigma_L = 5000
+    # trusts the score); the plumbing is checked with DDIM, Langevin itself with the exact score in
+    # test_diffusion_samplers.py
+    "ncsn": dict(preset="tiny", hidden=(16,), sampler="ddim", sample_steps=3),
     "score-sde": dict(preset="tiny", hidden=(16,), sample_steps=3),
     "edm": dict(preset="tiny", hidden=(16,), sample_steps=3),
     "dit": dict(preset="tiny", hidden=(16,), sample_steps=3),
@@ -32,8 +35,13 @@ TINY = {
 }
 
 
+def genlab_entries():
+    """The registry's models, without those the test suite registers for itself (tests/engine_models.py)."""
+    return [e for e in entries() if e.model_class.__module__.startswith("genlab.")]
+
+
 def cases():
-    for entry in entries():
+    for entry in genlab_entries():
         for kind in entry.model_class.data_kinds:
             if kind in DATA:
                 yield pytest.param(entry.name, kind, id=f"{entry.name}-{kind}")
@@ -69,7 +77,9 @@ def _seeded(seed=0):
 def test_every_model_trains_samples_saves_and_loads(name, kind, tmp_path, tmp_path_factory):
     data = _data(kind)
     spec = data.spec
-    model = genlab.create(name, data=data, **_fields(name, kind, tmp_path_factory))
+    fields = _fields(name, kind, tmp_path_factory)
+    torch.manual_seed(0)  # the initial weights, whatever ran before in this process
+    model = genlab.create(name, data=data, **fields)
     run = genlab.fit(model, data, max_steps=2, batch_size=8, out=tmp_path / "run", progress=False,
                      sample_every=0, num_samples=4)
     losses = [row["loss"] for row in run.history if row.get("split") == "train"]
@@ -96,7 +106,7 @@ def test_every_model_trains_samples_saves_and_loads(name, kind, tmp_path, tmp_pa
         torch.testing.assert_close(loaded.log_prob(real), log_p)
 
 
-@pytest.mark.parametrize("name", [e.name for e in entries()])
+@pytest.mark.parametrize("name", [e.name for e in genlab_entries()])
 def test_every_model_refuses_the_data_it_is_not_built_for_by_name(name):
     entry = genlab.registry.get(name)
     for kind, (dataset, options) in DATA.items():

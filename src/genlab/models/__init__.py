@@ -4,5 +4,6 @@ from genlab.models.base import GenerativeModel, Loss
 from genlab.models import latent  # noqa: F401  (registers latent-variable models)
 from genlab.models.diffusion import model as _diffusion  # noqa: F401  (registers diffusion models)
 from genlab.models.diffusion import latent as _latent_diffusion  # noqa: F401  (registers latent diffusion)
+from genlab.models import autoregressive  # noqa: F401  (registers autoregressive models)
 
 __all__ = ["GenerativeModel", "Loss"]
