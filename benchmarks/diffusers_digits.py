@@ -16,6 +16,11 @@ What it does, in one process:
    the rate the slope of CPU time between two probe lengths), so that other processes sharing the
    cores slow both trainings down without changing how many steps either gets; `--clock wall` counts
    wall-clock seconds (the median steps/s over 10-step intervals). Both times are printed.
+   On a machine that other processes share, count CPU time on ONE thread (`--threads 1 --minutes
+   20` is the CPU time of 10 minutes on 2 cores): with 2 threads, a thread that waits for its
+   descheduled partner spins, and the spinning is counted. Measured: diffusers' probe fell from
+   4.0 to 2.0 steps per CPU-second when a test run shared the cores, genlab's did not move as
+   much, so the budget gave diffusers 2,272 steps against genlab's 3,980.
 2. Samples `--samples` images from each EMA model with: ancestral sampling on all 1000 steps (genlab
    `sampler="ancestral"`; diffusers DDPMScheduler), DDIM (eta = 0) at 10, 20 and 50 steps (genlab
    `sampler="ddim"`; diffusers DDIMScheduler with "trailing" spacing, the grid genlab uses),
@@ -435,7 +440,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"\nFID against the {len(real_test)}-image test split ({args.samples} samples; mean ± half range over seeds {args.seeds})")
     print(format_table(
         ["sampler", "steps", "NFE", "genlab FID", "diffusers FID"],
-        [[r["label"].split("-")[0], r["steps"], ours[r["label"]]["nfe"], cell(ours[r["label"]]),
+        [[r["label"].rsplit("-", 1)[0], r["steps"], ours[r["label"]]["nfe"], cell(ours[r["label"]]),
           cell(theirs.get(r["label"]) if theirs else None)] for r in rows],
     ))  # fmt: skip
     lines = verdicts(rows, ours, theirs)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 
 import torch
 from torch import Tensor, nn
 
 from genlab.config import Config
 from genlab.data.dataset import Batch, DataSpec, Dataset
+from genlab.errors import TrainingWarning
 from genlab.models.base import GenerativeModel, Loss
 from genlab.registry import register
 
@@ -19,6 +21,7 @@ class GaussianConfig(Config):
     hidden: int = 8
     noise: float = 0.0  # > 0 makes the loss stochastic (draws from torch's global RNG)
     nan_after: int = 0  # > 0: the loss turns NaN after this many calls (tests the NaN stop)
+    warn_every: int = 0  # > 0: a TrainingWarning every this many training calls (tests their routing)
 
 
 @register("test-gaussian", GaussianConfig, family="test", summary="diagonal Gaussian with an MLP residual (engine tests)")
@@ -47,6 +50,8 @@ class GaussianModel(GenerativeModel):
     def loss(self, batch: Batch) -> Loss:
         if self.training:
             self.calls += 1
+            if self.config.warn_every and int(self.calls) % self.config.warn_every == 0:
+                warnings.warn(f"call {int(self.calls)} went wrong", TrainingWarning, stacklevel=2)
         nll = -self.log_prob(batch.x).mean()
         if self.config.nan_after and int(self.calls) > self.config.nan_after:
             nll = nll * float("nan")

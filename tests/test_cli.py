@@ -48,6 +48,23 @@ def test_train_resume_continues_from_the_checkpoint(vae_run, tmp_path, capsys):
     assert steps[-1] == 20
 
 
+def test_the_same_seed_trains_the_same_weights_and_threads_are_set(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import load_file
+
+    calls = []
+    monkeypatch.setattr(torch, "set_num_threads", calls.append)
+    common = ["train", "vae", "--data", "digits", "--set", "latent_dim=4", "--set", "hidden=16", "--max-steps", "3",
+              "--no-progress", "--no-tensorboard", "--sample-every", "0"]  # fmt: skip
+    for i, (name, seed) in enumerate((("a", "5"), ("b", "5"), ("c", "6"))):
+        torch.manual_seed(1000 + i)  # whatever the global generator held before must not matter
+        assert main(["--threads", "1", *common, "--seed", seed, "--out", str(tmp_path / name)]) == 0
+    assert calls == [1, 1, 1]
+    weights = {name: load_file(tmp_path / name / "model.safetensors") for name in "abc"}
+    assert all(torch.equal(weights["a"][k], weights["b"][k]) for k in weights["a"])
+    assert not all(torch.equal(weights["a"][k], weights["c"][k]) for k in weights["a"])
+
+
 def test_sample_writes_a_grid_and_tensors(vae_run, tmp_path, capsys):
     assert main(["sample", str(vae_run), "-n", "16", "--out", str(tmp_path / "grid.png")]) == 0
     assert Image.open(tmp_path / "grid.png").size[0] >= 256

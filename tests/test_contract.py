@@ -32,6 +32,10 @@ TINY = {
     "dit": dict(preset="tiny", hidden=(16,), sample_steps=3),
     "latent-diffusion": dict(preset="tiny", hidden=(16,), sample_steps=3),
     "vae": dict(hidden=(16,), channels=(8,), prior_components=4, iw_samples=4),
+    "beta-vae": dict(hidden=(16,), channels=(8,), iw_samples=4),
+    "aae": dict(hidden=(16,), channels=(8,), discriminator_hidden=(16,)),
+    # the 2D density picture evaluates log p on a grid once per mask: 16 masks of (512, 512) took 16 s
+    "made": dict(hidden=(32, 32), num_masks=2),
 }
 
 

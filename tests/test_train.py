@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import genlab
-from genlab.errors import GenlabError, TrainingError
+from genlab.data.dataset import Batch
+from genlab.errors import GenlabError, TrainingError, TrainingWarning
 from genlab.train import EpochSampler, TrainConfig, read_metrics
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -91,6 +92,18 @@ def test_nan_loss_stops_with_step_term_and_checkpoint(tmp_path):
         genlab.fit(make(nan_after=12), gaussian_data(), out=tmp_path / "r", max_steps=30, checkpoint_every=10, **{k: v for k, v in FAST.items()})
     msg = str(info.value)
     assert "step 13" in msg and "'nll'" in msg and "state.pt (step 10)" in msg
+
+
+def test_training_warnings_go_to_the_log_and_other_warnings_pass(tmp_path, recwarn):
+    run = genlab.fit(make(warn_every=7), gaussian_data(), out=tmp_path / "r", max_steps=20, **FAST)
+    lines = (run.out / "warnings.log").read_text().splitlines()
+    # calls 7 and 14 warn during steps 7 and 14 (the step counter is read before it advances)
+    assert lines == [f"step {s}: TrainingWarning: call {s + 1} went wrong" for s in (6, 13)]
+    # without a progress bar (progress=False) they are also shown by Python's handler, once each
+    assert [str(w.message) for w in recwarn if w.category is TrainingWarning] == ["call 7 went wrong", "call 14 went wrong"]
+
+    with pytest.warns(TrainingWarning, match="call 1 went wrong"):  # outside fit: Python's handler again
+        make(warn_every=1).train().loss(Batch(torch.zeros(4, 3)))
 
 
 def test_refuses_to_overwrite_a_run_and_to_resume_nothing(tmp_path):

@@ -15,3 +15,9 @@ class DataError(GenlabError, ValueError):
 
 class TrainingError(GenlabError, RuntimeError):
     """Training cannot go on (a non-finite loss, a run directory that cannot be resumed)."""
+
+
+class TrainingWarning(UserWarning):
+    """Training goes on but has gone wrong in a known way (e.g. a GAN's discriminator overpowers its
+    generator). `genlab.fit` prints these above the progress bar and appends them to the run
+    directory's warnings.log."""

@@ -39,6 +39,11 @@ def _train_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="genlab", description="Deep generative models: train, sample, evaluate, look.")
+    parser.add_argument(
+        "--threads", type=int, default=None, metavar="N",
+        help="CPU threads for torch (default: torch's choice). On a machine other processes share, 1 thread per "
+             "process is often faster: threads waiting for each other spin",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     sub.add_parser("list", help="models and datasets, a line each", description="List registered models and known datasets.")
@@ -91,6 +96,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", default=None, help="PNG to write (default: RUN/inpaint.png)")
     p.add_argument("--no-ema", action="store_true", help="use the trained weights, not their EMA")
     p.add_argument("--device", default=None)
+
+    p = sub.add_parser(
+        "latent", help="latent-space pictures of an encoder run (interpolate, latent map, rate-distortion)",
+        description="Run the latent tools of genlab.apps.latent on a held-out split with the run of an encoder model "
+                    "(vae, beta-vae, ae, dae, wae, aae, vq-vae, dvae) and write PNG and JSON files into --out. "
+                    "With no tool named: --interpolate --latent-map --rate-distortion.",
+    )  # fmt: skip
+    p.add_argument("run", help="run directory of an encoder model")
+    p.add_argument("--interpolate", action="store_true", help="decode the paths between the codes of --pairs pairs of samples")
+    p.add_argument("--latent-map", action="store_true", help="the codes on their first two principal axes, coloured by label")
+    p.add_argument("--rate-distortion", action="store_true", help="bits per image of quantized codes against reconstruction MSE")
+    p.add_argument("--transfer-attribute", nargs=2, type=int, metavar=("SOURCE", "TARGET"), default=None,
+                   help="shift the codes of class SOURCE by the difference of the class means (TARGET - SOURCE) and decode")
+    p.add_argument("--out", metavar="DIR", default=None, help="folder to write (default: RUN/latent)")
+    p.add_argument("--split", default="test", choices=("test", "val", "train"))
+    p.add_argument("-n", type=int, default=None, help="use the first N samples of the split (default: all)")
+    p.add_argument("--pairs", type=int, default=8, help="interpolation pairs (default 8)")
+    p.add_argument("--steps", type=int, default=8, help="points per interpolation, both ends included (default 8)")
+    p.add_argument("--method", default="slerp", choices=("slerp", "lerp"), help="interpolation (default slerp)")
+    p.add_argument("--strength", type=float, default=1.0, help="multiple of the attribute vector added (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="chooses the interpolation pairs")
+    p.add_argument("--no-ema", action="store_true", help="use the trained weights, not their EMA")
+    p.add_argument("--device", default=None)
+    _add_data_options(p)
     return parser
 
 
@@ -133,6 +162,8 @@ def _default_out(model: str, data: str) -> Path:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
+    import torch
+
     import genlab
     from genlab.config import parse_assignments
 
@@ -144,6 +175,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
         saved = read_run_config(out)
         fields = {**saved["model_config"], **fields}
+    # the initial weights come from torch's global generator: seed it, so that --seed fixes the whole run
+    torch.manual_seed(int(_train_options(args).get("seed", 0)))
     model = genlab.create(args.model, data=data, **fields)
     say(f"training {model.name} on {data!r} -> {out}")
     run = genlab.fit(model, data, out=out, resume=args.resume, **_train_options(args))
@@ -234,11 +267,39 @@ def cmd_inpaint(args: argparse.Namespace) -> None:
     print(f"wrote {args.image}, {'its mask, ' if args.mask else ''}{args.n} result{'s' if args.n != 1 else ''} side by side to {out}")
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "inpaint": cmd_inpaint}
+def cmd_latent(args: argparse.Namespace) -> None:
+    import genlab
+    from genlab.apps.latent import write_latent_tools
+    from genlab.train import read_run_config
+
+    tools = [t for t, chosen in (("interpolate", args.interpolate), ("latent_map", args.latent_map),
+                                 ("rate_distortion", args.rate_distortion),
+                                 ("transfer_attribute", args.transfer_attribute is not None)) if chosen]
+    model = genlab.load(args.run, ema=not args.no_ema, device=args.device)
+    data = genlab.data.load(**{**read_run_config(args.run)["data"], **_data_options(args)})
+    source, target = args.transfer_attribute or (None, None)
+    written = write_latent_tools(
+        model, data, Path(args.out) if args.out else Path(args.run) / "latent",
+        tools=tools or ("interpolate", "latent_map", "rate_distortion"), split=args.split, n=args.n, pairs=args.pairs,
+        steps=args.steps, method=args.method, source=source, target=target, strength=args.strength, seed=args.seed,
+    )  # fmt: skip
+    for tool, paths in written.items():
+        print(f"{tool:<19} " + ", ".join(str(p) for p in paths))
+
+
+COMMANDS = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "inpaint": cmd_inpaint,
+            "latent": cmd_latent}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            print(f"genlab: error: --threads {args.threads}: give 1 or more", file=sys.stderr)
+            return 2
+        torch.set_num_threads(args.threads)
     try:
         COMMANDS[args.command](args)
     except GenlabError as exc:

@@ -17,6 +17,7 @@ from genlab.metrics.features import shipped_extractors
 from genlab.metrics.kernels import mmd
 from genlab.metrics.likelihood import bits_per_dim
 from genlab.metrics.manifold import precision_recall
+from genlab.metrics.modes import is_gaussian_mixture, toy_mode_metrics
 
 
 def sample_in_batches(model, n: int, *, seed: int, batch_size: int = 500) -> Tensor:
@@ -28,15 +29,18 @@ def sample_in_batches(model, n: int, *, seed: int, batch_size: int = 500) -> Ten
 
 def sample_metrics(real: Tensor, fake: Tensor, spec: DataSpec, extractor: str | None, seed: int) -> dict[str, float]:
     """Images: FID/KID/precision/recall in the extractor's feature space. Vectors and tables: MMD and
-    precision/recall on the standardised values themselves."""
+    precision/recall on the standardised values themselves; on the Gaussian-mixture toys also
+    "modes" (covered) and "high_quality" (share), see `genlab.metrics.modes`."""
     generator = torch.Generator().manual_seed(seed)
     if spec.kind == "image":
         return evaluate_samples(real, fake, extractor, generator=generator)
     real, fake = real.reshape(len(real), -1), fake.reshape(len(fake), -1)
+    # Gaussian-mixture toys: modes covered and high-quality share (VEEGAN's protocol), in data units
+    modes = toy_mode_metrics(fake, spec.name) if spec.kind == "vector" and is_gaussian_mixture(spec.name) else {}
     mean, std = real.mean(0), real.std(0).clamp_min(1e-8)
     real, fake = (real - mean) / std, (fake - mean) / std
     precision, recall = precision_recall(real, fake, k=3)
-    return {"mmd": float(mmd(real, fake)), "precision": precision, "recall": recall}
+    return {"mmd": float(mmd(real, fake)), "precision": precision, "recall": recall, **modes}
 
 
 def likelihood_metrics(values: Tensor, spec: DataSpec, *, exact: bool, kind: str) -> dict[str, float]:

@@ -65,6 +65,21 @@ def polynomial_kernel(dim: int, *, degree: int = 3, gamma: float | None = None, 
     return kernel
 
 
+def inverse_multiquadratic_kernel(scales: Sequence[float]) -> Kernel:
+    """k(x, y) = sum_C C / (C + |x - y|^2), the inverse multiquadratic kernel, over the constants C
+    in `scales` (Tolstikhin et al. 2018, sec. 4, who take C = 2 D sigma_z^2 for a prior N(0, sigma_z^2 I)).
+    Its heavy tails keep a gradient between distant samples, where a Gaussian kernel's vanishes."""
+    constants = [float(c) for c in scales]
+    if not constants or any(not (c > 0) for c in constants):
+        raise ConfigError(f"inverse multiquadratic kernel scales must be positive, got {constants}")
+
+    def kernel(x: Tensor, y: Tensor) -> Tensor:
+        d2 = squared_distances(x, y)
+        return sum(c / (c + d2) for c in constants)
+
+    return kernel
+
+
 def _kernel_sum(kernel: Kernel, x: Tensor, y: Tensor | None) -> Tensor:
     """sum_{i,j} k(x_i, y_j); with y None, sum_{i != j} k(x_i, x_j). Row blocks bound memory."""
     other = x if y is None else y

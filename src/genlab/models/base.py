@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from genlab.config import Config
 from genlab.data.dataset import Batch, DataSpec, Dataset
+from genlab.errors import ConfigError
 
 if TYPE_CHECKING:
     from genlab.train.engine import StepContext
@@ -76,6 +77,13 @@ class GenerativeModel(nn.Module):
         The default does nothing.
         """
 
+    def on_fit_end(self, train: Dataset, generator: torch.Generator) -> None:
+        """Work after the last optimizer step and before the final checkpoint and samples, e.g. fitting
+        a density to an autoencoder's latent codes. `genlab.fit` calls it on the trained model and on
+        its EMA copy, each with a generator seeded by the run's seed; what it fits must live in
+        parameters or buffers so that the checkpoint and `genlab.load` keep it. The default does nothing.
+        """
+
     def configure_optimizers(self, lr: float, weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:
         """Optimizers by name. One AdamW over all parameters unless a model needs more."""
         return {"model": torch.optim.AdamW(self.parameters(), lr=lr, weight_decay=weight_decay)}
@@ -119,6 +127,21 @@ class GenerativeModel(nn.Module):
         for b in self.buffers():
             return b.device
         return torch.device("cpu")
+
+    def check_labels(self, cond: Tensor | int | Sequence[int] | None, n: int, num_classes: int | None) -> Tensor | None:
+        """`cond` as (n,) long labels on the model's device (one label stands for all n); None stays
+        None. Raises ConfigError naming the fix when the model is unconditional (num_classes None) or
+        a label lies outside [0, num_classes)."""
+        if cond is None:
+            return None
+        if num_classes is None:
+            raise ConfigError(f"{self.name or type(self).__name__} is unconditional; pass cond=None (train with class_conditional=true for labels)")
+        cond = torch.as_tensor(cond, device=self.device).long().reshape(-1)
+        if cond.numel() == 1:
+            cond = cond.expand(n)
+        if cond.numel() != n or cond.min() < 0 or cond.max() >= num_classes:
+            raise ConfigError(f"cond must hold {n} labels in [0, {num_classes - 1}] (or one label for all), got {cond.tolist()[:8]}")
+        return cond
 
     def describe(self) -> dict[str, Any]:
         n_params = sum(p.numel() for p in self.parameters())

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +21,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from genlab.data.dataset import Batch, Dataset
-from genlab.errors import DataError, GenlabError, TrainingError
+from genlab.errors import DataError, GenlabError, TrainingError, TrainingWarning
+from genlab.files import atomic_write
 from genlab.models.base import GenerativeModel, Loss
 from genlab.train import distributed
 from genlab.train.checkpoint import save_torch, save_weights, save_yaml
@@ -336,7 +338,9 @@ class _Engine:
         bar = _progress(cfg, self.step, self.dist.is_main)
         interval: dict[str, Tensor] = {}
         interval_steps, t0 = 0, time.perf_counter()
+        stack = contextlib.ExitStack()  # closed with the bar: the warnings' handler writes above it
         try:
+            stack.enter_context(self._training_warnings(bar))
             while self.step < cfg.max_steps:
                 terms = self.train_step(self.sampler.next())
                 self.step += 1
@@ -351,12 +355,15 @@ class _Engine:
                     interval, interval_steps, t0 = {}, 0, time.perf_counter()
                 bar.update(1)
                 last = self.step == cfg.max_steps
+                if last:
+                    self._fit_end()
                 if self.out is not None and (last or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)):
                     self._validate()
                     self._save_checkpoint()
                 if self.out is not None and self.dist.is_main and (last or (cfg.sample_every and self.step % cfg.sample_every == 0)):
                     self._write_samples(final=last)
         finally:
+            stack.close()
             bar.close()
             if self.tb is not None:
                 self.tb.close()
@@ -370,6 +377,34 @@ class _Engine:
         if ema_model is not None:
             ema_model.eval()
         return Run(self.model, ema_model, self.step, self.history, cfg, self.out)
+
+    @contextlib.contextmanager
+    def _training_warnings(self, bar):
+        """While training, a TrainingWarning (e.g. a GAN's "the discriminator overpowers the
+        generator") is printed above the progress bar, not through it, and appended with its step to
+        the run directory's warnings.log; other warnings pass to Python's usual handler."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", TrainingWarning)
+            show = warnings.showwarning
+
+            def showwarning(message, category, filename, lineno, file=None, line=None):
+                if not issubclass(category, TrainingWarning):
+                    return show(message, category, filename, lineno, file, line)
+                text = f"{category.__name__}: {message}"
+                if self.dist.is_main:
+                    bar.write(text) if not bar.disable else show(message, category, filename, lineno, file, line)
+                    if self.out is not None:
+                        with open(self.paths.warnings_log, "a") as f:
+                            f.write(f"step {self.step}: {text}\n")
+
+            warnings.showwarning = showwarning
+            yield
+
+    def _fit_end(self) -> None:
+        """`on_fit_end` of the trained model and of its EMA copy (each fits from its own weights)."""
+        for model in (self.model, None if self.ema is None else self.ema.module):
+            if model is not None:
+                model.on_fit_end(self.train_set, torch.Generator().manual_seed(self.cfg.seed))
 
     # -- logging, checkpoints, pictures ---------------------------------------------------------
     def _log_train(self, interval: dict[str, Tensor], steps: int, seconds: float) -> dict[str, Any]:
@@ -468,9 +503,9 @@ class _Engine:
         path = self.paths.final_samples if final else self.paths.samples_dir / f"step_{self.step:07d}.png"
         plot_samples(samples, self.model.spec, path, data=shown, true_log_prob=self.data.true_log_prob,
                      log_prob=_log_prob_or_none(model))
-        if final:
-            plot_samples(samples, self.model.spec, self.paths.samples_dir / f"step_{self.step:07d}.png", data=shown,
-                         true_log_prob=self.data.true_log_prob, log_prob=_log_prob_or_none(model))
+        if final:  # the same picture under the step's name: copied, not drawn again (a density grid is costly)
+            self.paths.samples_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write(self.paths.samples_dir / f"step_{self.step:07d}.png", lambda f: f.write(path.read_bytes()))
             model.eval()
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 model.write_figures(self.paths.root, torch.Generator(device="cpu").manual_seed(self.cfg.seed))

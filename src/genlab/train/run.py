@@ -47,6 +47,10 @@ class RunPaths:
         return self.root / "metrics.jsonl"
 
     @property
+    def warnings_log(self) -> Path:
+        return self.root / "warnings.log"
+
+    @property
     def samples_dir(self) -> Path:
         return self.root / "samples"
 

@@ -1,5 +1,5 @@
 """Pictures shared by every model family: image grids, 2-D densities, pairs plots, training curves,
-sampling trajectories.
+sampling trajectories, latent maps and rate-distortion curves.
 
 Figures are drawn on matplotlib's Agg canvas without pyplot (headless, thread-safe, no change to
 the user's pyplot state) and every file is written atomically (temporary name, then rename).
@@ -9,6 +9,7 @@ Each `plot_*` function saves a PNG and returns its path; each `*_figure` returns
 from genlab.viz.curves import curves_figure, plot_training_curves, read_metrics
 from genlab.viz.density import density_figure, plot_density_2d
 from genlab.viz.grid import make_grid, save_image_grid, to_uint8_image
+from genlab.viz.latent import latent_map_figure, plot_latent_map, plot_rate_distortion, rate_distortion_figure
 from genlab.viz.pairs import pairwise_figure, plot_pairwise
 from genlab.viz.samples import plot_samples
 from genlab.viz.trajectory import plot_trajectory, trajectory_figure
@@ -16,13 +17,17 @@ from genlab.viz.trajectory import plot_trajectory, trajectory_figure
 __all__ = [
     "curves_figure",
     "density_figure",
+    "latent_map_figure",
     "make_grid",
     "pairwise_figure",
     "plot_density_2d",
+    "plot_latent_map",
     "plot_pairwise",
+    "plot_rate_distortion",
     "plot_samples",
     "plot_training_curves",
     "plot_trajectory",
+    "rate_distortion_figure",
     "read_metrics",
     "save_image_grid",
     "to_uint8_image",

@@ -42,24 +42,10 @@ class ClassConditionalMixin:
         counts = torch.bincount(labels.long().cpu(), minlength=self.num_classes).double() + 1.0  # add-one: no class impossible
         self.class_log_prior.copy_(torch.log(counts / counts.sum()).to(self.class_log_prior))
 
-    def _check_labels(self, cond: Tensor, n: int) -> Tensor:
-        if self.num_classes is None:
-            raise ConfigError("this model is unconditional; pass cond=None (train with class_conditional=True for labels)")
-        cond = torch.as_tensor(cond, device=self.device).long().reshape(-1)
-        if cond.numel() == 1:
-            cond = cond.expand(n)
-        if cond.numel() != n or cond.min() < 0 or cond.max() >= self.num_classes:
-            raise ConfigError(f"cond must hold {n} labels in [0, {self.num_classes - 1}], got {cond.tolist()[:8]}")
-        return cond
-
     def _sample_labels(self, n: int, cond: Tensor | None, generator: torch.Generator | None) -> Tensor | None:
         """The labels to sample with: `cond` checked, or y ~ p(y) when a conditional model gets none."""
-        if self.num_classes is None:
-            if cond is not None:
-                self._check_labels(cond, n)
-            return None
-        if cond is not None:
-            return self._check_labels(cond, n)
+        if cond is not None or self.num_classes is None:
+            return self.check_labels(cond, n, self.num_classes)
         return sample_categorical(self.class_log_prior.expand(n, -1), generator).to(self.device)
 
     def _marginalise_labels(self, x: Tensor, conditional_log_prob) -> Tensor:

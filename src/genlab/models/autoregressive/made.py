@@ -176,7 +176,7 @@ class MADEModel(ClassConditionalMixin, GenerativeModel):
         jacobian = 0.0 if self.output.discrete else -torch.log(self.data_std).sum()
         if self.num_classes is not None and cond is None:
             return self._marginalise_labels(values, self._log_prob_values) + jacobian
-        labels = None if cond is None else self._check_labels(cond, x.shape[0])
+        labels = None if cond is None else self.check_labels(cond, x.shape[0], self.num_classes)
         return self._log_prob_values(values, labels) + jacobian
 
     def likelihood_kind(self) -> str:

@@ -154,7 +154,7 @@ class _PixelCNNBase(ClassConditionalMixin, GenerativeModel):
         values = levels_of(x, self.spec)
         if self.num_classes is not None and cond is None:
             return self._marginalise_labels(values, self._conditional_log_prob)
-        labels = None if cond is None else self._check_labels(cond, x.shape[0])
+        labels = None if cond is None else self.check_labels(cond, x.shape[0], self.num_classes)
         return self._conditional_log_prob(values, labels)
 
     def likelihood_kind(self) -> str:

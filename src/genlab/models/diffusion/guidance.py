@@ -376,7 +376,7 @@ def guided_generate(
         if labels.numel() not in (1, n):
             raise ConfigError(f"y must be one label or {n} labels (one per sample), got {labels.numel()}")
     if cond is not None:
-        cond = model._check_labels(cond, n)
+        cond = model.check_labels(cond, n, model.num_classes)
     eps_fn = classifier_guided_eps_fn(model, classifier, labels, scale, cond=cond)
     result = model.generate(n, generator=generator, sampler=sampler, steps=steps, eps_fn=eps_fn, **options)
     return SampleResult(model.to_data_space(result.x), result.nfe, result.trajectory)

@@ -292,7 +292,7 @@ class DiffusionModel(GenerativeModel):
         for key in _SAMPLER_OPTIONS.get(name, ()):
             options.setdefault(key, getattr(self.config, key))
         if cond is not None:
-            cond = self._check_labels(cond, n)
+            cond = self.check_labels(cond, n, self.num_classes)
         space = self.diffusion_spec
         if space.kind == "image" and self.config.clip_denoised:
             options.setdefault("clip_denoised", (-1.0, 1.0))
@@ -340,16 +340,6 @@ class DiffusionModel(GenerativeModel):
         images with discrete levels, quantized."""
         x = self.denormalize(x.float()).clamp(*self.spec.value_range)
         return quantize(x, self.spec) if self.spec.kind == "image" and self.spec.levels else x
-
-    def _check_labels(self, cond: Tensor, n: int) -> Tensor:
-        if self.num_classes is None:
-            raise ConfigError("this model is unconditional; pass cond=None (train with class_conditional=True for labels)")
-        cond = torch.as_tensor(cond, device=self.device).long().reshape(-1)
-        if cond.numel() == 1:
-            cond = cond.expand(n)
-        if cond.numel() != n or cond.min() < 0 or cond.max() >= self.num_classes:
-            raise ConfigError(f"cond must hold {n} labels in [0, {self.num_classes - 1}], got {cond.tolist()[:8]}...")
-        return cond
 
     # -- likelihood --------------------------------------------------------------------------------------
     def likelihood_kind(self) -> str:
