@@ -234,12 +234,12 @@ class DiffusersDDPM:
         SDE-DPM-Solver++) at `steps` steps, mapped to [0, 1] and quantized like genlab's; and the
         network evaluations per batch."""
         scheduler = {"ddpm": self.scheduler, "ddim": self.ddim, "dpm": self.dpm, "dpm-sde": self.dpm_sde}[scheduler_name]
-        scheduler.set_timesteps(steps)
         net = self.ema.module if self.ema is not None else self.unet
         generator = torch.Generator().manual_seed(seed)
         parts = []
         for start in range(0, n, batch):
             size = min(batch, n - start)
+            scheduler.set_timesteps(steps)  # per batch: the multistep schedulers keep a step index
             x = torch.randn((size, *self.spec.shape), generator=generator).to(self.device)
             for t in scheduler.timesteps:
                 eps = net(x, torch.full((size,), int(t), device=self.device)).sample
@@ -247,6 +247,16 @@ class DiffusersDDPM:
             x = ((x.float() + 1.0) / 2.0).clamp(*self.spec.value_range)
             parts.append(quantize(x, self.spec).cpu())
         return torch.cat(parts), len(scheduler.timesteps)
+
+
+def save_model(path: Path, model: nn.Module, training: dict[str, Any]) -> None:
+    """The trained (EMA) weights and what the training took, so that `--models` can sample again
+    without training (atomic: a partial file is never left under the final name)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"weights": model.state_dict(), "training": training}, tmp)
+    tmp.replace(path)
+    print(f"saved {path}", flush=True)
 
 
 def diffusers_rate(spec: DataSpec, x_train: Tensor, args: argparse.Namespace, device: torch.device) -> float:
@@ -363,6 +373,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-diffusers", action="store_true", help="genlab alone")
     parser.add_argument("--grids", default=None, help="folder for PNG grids of 64 samples per model and sampler (first seed)")
     parser.add_argument("--json", default=None, help="write the results here")
+    parser.add_argument("--models", default=None, help="folder for the trained models: saved after training; "
+                        "if it already holds them, they are loaded and training is skipped (sampling again costs no training)")
     parser.add_argument("--quick", action="store_true", help="smoke run: 0.3 minutes of training, 100 samples")
     args = parser.parse_args(argv)
     if args.quick:
@@ -401,25 +413,48 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         reason = "--no-diffusers" if args.no_diffusers else f"not importable: {diffusers_version}"
         print(f"diffusers skipped ({reason}); genlab ddpm has {genlab_params:,} parameters")
 
-    # 1. training, the same budget for both
+    # 1. training, the same budget for both (or the trained models of an earlier run, --models)
+    models_dir = Path(args.models) if args.models else None
     training: dict[str, Any] = {}
-    rate = genlab_rate(data, args)
-    steps = steps_for_budget(rate, budget_s)
-    print(f"genlab: {rate:.2f} steps per {args.clock}-s probed -> {steps} steps", flush=True)
-    genlab_model, training["genlab"] = train_genlab(data, args, steps)
-    training["genlab"]["probed_steps_per_s"] = rate
-    print(f"genlab: trained {training['genlab']['steps']} steps ({budget_note(training['genlab'], budget_s, args.clock)}), "
-          f"final loss {training['genlab']['final_loss']:.4f}", flush=True)
+    saved = models_dir / "genlab.pt" if models_dir else None
+    if saved is not None and saved.exists():
+        genlab_model = genlab.create("ddpm", data=data)
+        state = torch.load(saved, map_location="cpu")
+        genlab_model.load_state_dict(state["weights"])
+        genlab_model = genlab_model.to(device).eval()
+        training["genlab"] = state["training"]
+        print(f"genlab: the model trained by an earlier run ({saved}; {training['genlab']['steps']} steps)", flush=True)
+    else:
+        rate = genlab_rate(data, args)
+        steps = steps_for_budget(rate, budget_s)
+        print(f"genlab: {rate:.2f} steps per {args.clock}-s probed -> {steps} steps", flush=True)
+        genlab_model, training["genlab"] = train_genlab(data, args, steps)
+        training["genlab"]["probed_steps_per_s"] = rate
+        print(f"genlab: trained {training['genlab']['steps']} steps ({budget_note(training['genlab'], budget_s, args.clock)}), "
+              f"final loss {training['genlab']['final_loss']:.4f}", flush=True)
+        if saved is not None:
+            save_model(saved, genlab_model, training["genlab"])
     theirs_model = None
     if use_diffusers:
-        rate = diffusers_rate(data.spec, x_train, args, device)
-        steps = steps_for_budget(rate, budget_s)
-        print(f"diffusers: {rate:.2f} steps per {args.clock}-s probed -> {steps} steps", flush=True)
         theirs_model = DiffusersDDPM(data.spec, device)
-        info = theirs_model.train(x_train, train_config(args, steps))
-        training["diffusers"] = {k: v for k, v in info.items() if k != "rates"} | {"probed_steps_per_s": rate}
-        print(f"diffusers: trained {info['steps']} steps ({budget_note(info, budget_s, args.clock)}), "
-              f"final loss {info['final_loss']:.4f}", flush=True)
+        saved = models_dir / "diffusers.pt" if models_dir else None
+        if saved is not None and saved.exists():
+            state = torch.load(saved, map_location="cpu")
+            theirs_model.ema = AveragedModel(theirs_model.unet, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay))
+            theirs_model.ema.module.load_state_dict(state["weights"])
+            theirs_model.ema.module.eval()
+            training["diffusers"] = state["training"]
+            print(f"diffusers: the model trained by an earlier run ({saved}; {training['diffusers']['steps']} steps)", flush=True)
+        else:
+            rate = diffusers_rate(data.spec, x_train, args, device)
+            steps = steps_for_budget(rate, budget_s)
+            print(f"diffusers: {rate:.2f} steps per {args.clock}-s probed -> {steps} steps", flush=True)
+            info = theirs_model.train(x_train, train_config(args, steps))
+            training["diffusers"] = {k: v for k, v in info.items() if k != "rates"} | {"probed_steps_per_s": rate}
+            print(f"diffusers: trained {info['steps']} steps ({budget_note(info, budget_s, args.clock)}), "
+                  f"final loss {info['final_loss']:.4f}", flush=True)
+            if saved is not None:
+                save_model(saved, theirs_model.ema.module, training["diffusers"])
 
     # 2-3. samples and FID
     print(f"sampling {args.samples} images per sampler and seed (seeds {args.seeds}) ...", flush=True)

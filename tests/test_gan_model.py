@@ -138,6 +138,9 @@ def test_diagnostics_accuracy_and_collapse():
     wgan = GAN(GANConfig(loss="wasserstein", **TINY), VECTORS)
     terms = wgan._discriminator_terms(torch.tensor([10.0, 11.0]), torch.tensor([9.0, 12.0]), real, real)
     assert float(terms["d_acc_real"]) == 0.5 and float(terms["wasserstein"]) == 0.0
+    # and a critic that separates the sets is not "overpowering": its gradients do not vanish
+    terms = wgan._discriminator_terms(torch.full((4,), 5.0), torch.full((4,), -5.0), real, real)
+    assert float(terms["d_acc_real"]) == 1.0 and float(terms["d_acc_fake"]) == 1.0 and "d_overpowers" not in terms
 
 
 def test_monitor_warns_once_per_interval_after_warm_up():
@@ -149,7 +152,9 @@ def test_monitor_warns_once_per_interval_after_warm_up():
             monitor.update(flags, step)
     messages = [str(w.message) for w in caught if issubclass(w.category, GANTrainingWarning)]
     assert len(messages) == 2 and all("overpowers" in m for m in messages)
-    assert messages[0].startswith(f"step {gan_model.WARMUP_STEPS}:")
+    # the first check after the warm-up, then WARN_EVERY later
+    assert monitor.last_warned["d_overpowers"] == gan_model.WARMUP_STEPS - 1 + gan_model.WARN_EVERY
+    monitor.update({"collapse": torch.tensor(0.0)}, 0)  # a critic's terms have no "d_overpowers"
 
 
 def test_a_collapsed_generator_is_flagged_in_the_logged_terms():

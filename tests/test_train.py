@@ -97,8 +97,7 @@ def test_nan_loss_stops_with_step_term_and_checkpoint(tmp_path):
 def test_training_warnings_go_to_the_log_and_other_warnings_pass(tmp_path, recwarn):
     run = genlab.fit(make(warn_every=7), gaussian_data(), out=tmp_path / "r", max_steps=20, **FAST)
     lines = (run.out / "warnings.log").read_text().splitlines()
-    # calls 7 and 14 warn during steps 7 and 14 (the step counter is read before it advances)
-    assert lines == [f"step {s}: TrainingWarning: call {s + 1} went wrong" for s in (6, 13)]
+    assert lines == [f"TrainingWarning: step {s}: call {s} went wrong" for s in (7, 14)]
     # without a progress bar (progress=False) they are also shown by Python's handler, once each
     assert [str(w.message) for w in recwarn if w.category is TrainingWarning] == ["call 7 went wrong", "call 14 went wrong"]
 

@@ -83,6 +83,16 @@ def bernoulli_log_likelihood(x: Tensor, logits: Tensor) -> Tensor:
     return -sum_except_batch(F.binary_cross_entropy_with_logits(logits, x.to(logits.dtype), reduction="none"))
 
 
+def decoder_mean(params: Tensor, likelihood: str, value_range: tuple[float, float]) -> Tensor:
+    """E[x | z] in the data's value range [low, high] from a decoder's output `params` (any shape):
+    low + (high - low) sigmoid(params) for "bernoulli" logits (on data scaled to [0, 1]), else the
+    Gaussian mean clamped to [low, high]."""
+    low, high = value_range
+    if likelihood == "bernoulli":
+        return low + (high - low) * torch.sigmoid(params)
+    return params.clamp(low, high)
+
+
 def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:
     """KL(N(mean, diag(exp(logvar))) || N(0, I)) = 1/2 sum_i (mean_i^2 + exp(logvar_i) - 1 - logvar_i).
 

@@ -390,12 +390,12 @@ class _Engine:
             def showwarning(message, category, filename, lineno, file=None, line=None):
                 if not issubclass(category, TrainingWarning):
                     return show(message, category, filename, lineno, file, line)
-                text = f"{category.__name__}: {message}"
+                text = f"{category.__name__}: step {self.step + 1}: {message}"
                 if self.dist.is_main:
                     bar.write(text) if not bar.disable else show(message, category, filename, lineno, file, line)
                     if self.out is not None:
                         with open(self.paths.warnings_log, "a") as f:
-                            f.write(f"step {self.step}: {text}\n")
+                            f.write(f"{text}\n")
 
             warnings.showwarning = showwarning
             yield

@@ -450,7 +450,8 @@ class GAN(GenerativeModel):
         loss = self.adversarial_loss
         real_out, fake_out = real_out.detach().float(), fake_out.detach().float()
         real_says_real, fake_says_real = loss.real_decision(real_out), loss.real_decision(fake_out)
-        if real_says_real is None:  # a critic: split at the midpoint of the two means
+        critic = real_says_real is None
+        if critic:  # split at the midpoint of the two means
             threshold = 0.5 * (real_out.mean() + fake_out.mean())
             real_says_real, fake_says_real = real_out > threshold, fake_out > threshold
         acc_real, acc_fake = real_says_real.float().mean(), 1.0 - fake_says_real.float().mean()
@@ -459,9 +460,10 @@ class GAN(GenerativeModel):
             "d_acc_real": acc_real,
             "d_acc_fake": acc_fake,
             "diversity": diversity,
-            "d_overpowers": ((acc_real >= OVERPOWER_ACCURACY) & (acc_fake >= OVERPOWER_ACCURACY)).float(),
             "collapse": (diversity < COLLAPSE_DIVERSITY).float(),
         }
+        if not critic:  # a critic that separates the two sets still gives G useful gradients (WGAN's point)
+            terms["d_overpowers"] = ((acc_real >= OVERPOWER_ACCURACY) & (acc_fake >= OVERPOWER_ACCURACY)).float()
         if isinstance(loss, WassersteinLoss):
             terms["wasserstein"] = real_out.mean() - fake_out.mean()
         elif isinstance(loss, FGANLoss):
@@ -585,7 +587,8 @@ class TrainingMonitor:
 
     def update(self, terms: dict[str, Tensor], step: int) -> None:
         for key in self.MESSAGES:
-            self.counts[key] = self.counts.get(key, 0.0) + terms[key]
+            if key in terms:  # critics (Wasserstein losses) have no "d_overpowers"
+                self.counts[key] = self.counts.get(key, 0.0) + terms[key]
         self.steps += 1
         if (step + 1) % CHECK_EVERY:
             return
@@ -598,7 +601,7 @@ class TrainingMonitor:
             if share >= WARN_SHARE and step - self.last_warned.get(key, -WARN_EVERY) >= WARN_EVERY:
                 self.last_warned[key] = step
                 message = self.MESSAGES[key].format(share=share, n=n, acc=OVERPOWER_ACCURACY, div=COLLAPSE_DIVERSITY)
-                warnings.warn(f"step {step + 1}: {message}", GANTrainingWarning, stacklevel=2)
+                warnings.warn(message, GANTrainingWarning, stacklevel=2)
 
 
 # -- presets: the same class with the papers' defaults ---------------------------------------------------

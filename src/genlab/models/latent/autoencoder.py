@@ -43,7 +43,7 @@ from genlab.models.gan.losses import build_loss
 from genlab.models.gan.nets import Discriminator, DiscriminatorHead, MLPDiscriminatorTrunk
 from genlab.models.latent.em import GaussianMixture
 from genlab.nn.builders import NETS, build_decoder, build_encoder
-from genlab.nn.distributions import at_least_float32, bernoulli_log_likelihood, sample_standard_normal
+from genlab.nn.distributions import at_least_float32, bernoulli_log_likelihood, decoder_mean, sample_standard_normal
 from genlab.registry import register
 
 __all__ = [
@@ -174,10 +174,7 @@ class Autoencoder(GenerativeModel):
     def decoder_mean(self, params: Tensor) -> Tensor:
         """The reconstruction in the data's space: sigmoid(logits) mapped to value_range, or the mean
         clamped to it. params (B, *shape) -> (B, *shape)."""
-        low, high = self.spec.value_range
-        if self.reconstruction == "bernoulli":
-            return low + (high - low) * torch.sigmoid(params)
-        return params.clamp(low, high)
+        return decoder_mean(params, self.reconstruction, self.spec.value_range)
 
     @torch.no_grad()
     def encode_mean(self, x: Tensor) -> Tensor:

@@ -36,6 +36,7 @@ from genlab.nn.builders import NETS, build_decoder, build_encoder
 from genlab.nn.distributions import (
     DiagonalGaussian,
     bernoulli_log_likelihood,
+    decoder_mean,
     diagonal_gaussian_mixture_log_prob,
     gaussian_log_likelihood,
     sample_standard_normal,
@@ -259,10 +260,7 @@ class VAE(GenerativeModel):
     def decoder_mean(self, params: Tensor) -> Tensor:
         """E[x|z] in the data's value range: sigmoid(logits) mapped from [0, 1], or the Gaussian mean
         clamped to value_range. params: (B, *shape) -> (B, *shape)."""
-        if self.config.likelihood == "bernoulli":
-            return self._from_unit(torch.sigmoid(params))
-        low, high = self.spec.value_range
-        return params.clamp(low, high)
+        return decoder_mean(params, self.config.likelihood, self.spec.value_range)
 
     def initialize_from_data(self, train, generator: torch.Generator) -> None:
         """Once per model, before training:
@@ -464,10 +462,6 @@ class VAE(GenerativeModel):
     def _to_unit(self, x: Tensor) -> Tensor:
         low, high = self.spec.value_range
         return (x - low) / (high - low)
-
-    def _from_unit(self, u: Tensor) -> Tensor:
-        low, high = self.spec.value_range
-        return low + u * (high - low)
 
     def _posterior_draws(self, x: Tensor, q_z: DiagonalGaussian, k: int, generator: torch.Generator | None, chunk_size: int | None):
         """Yield (m, x_rep, q_rep, z) for the k draws z ~ q(z|x), m draws at a time, flattened to

@@ -37,7 +37,7 @@ from genlab.models.base import GenerativeModel, Loss
 from genlab.nn.activations import get_activation
 from genlab.nn.conv import ResidualBlock, Upsample, conv_norm
 from genlab.nn.builders import NETS, build_decoder, build_encoder, resolve_net
-from genlab.nn.distributions import bernoulli_log_likelihood
+from genlab.nn.distributions import bernoulli_log_likelihood, decoder_mean
 from genlab.registry import register
 
 __all__ = ["CodePrior", "QuantizerOutput", "VQVAE", "VQVAEConfig", "VectorQuantizer", "code_pixelcnn", "perplexity"]
@@ -462,10 +462,7 @@ class VQVAE(GenerativeModel):
 
     def decoder_mean(self, params: Tensor) -> Tensor:
         """The image in the data's space: sigmoid(logits) mapped to value_range, or the mean clamped."""
-        low, high = self.spec.value_range
-        if self.reconstruction == "bernoulli":
-            return low + (high - low) * torch.sigmoid(params)
-        return params.clamp(low, high)
+        return decoder_mean(params, self.reconstruction, self.spec.value_range)
 
     @torch.no_grad()
     def encode_mean(self, x: Tensor) -> Tensor:
