@@ -8,7 +8,7 @@ torch.Size([4, 1, 8, 8])
 """
 
 from genlab import data
-from genlab.errors import ConfigError, DataError, GenlabError, TrainingError
+from genlab.errors import ConfigError, DataError, GenlabError, RunError, RunNotFoundError, TrainingError
 from genlab.registry import create, load, register
 
 __version__ = "0.1.0"
@@ -21,4 +21,4 @@ def fit(model, data, **options):
     return _fit(model, data, **options)
 
 
-__all__ = ["ConfigError", "DataError", "GenlabError", "TrainingError", "create", "data", "fit", "load", "register"]
+__all__ = ["ConfigError", "DataError", "GenlabError", "RunError", "RunNotFoundError", "TrainingError", "create", "data", "fit", "load", "register"]

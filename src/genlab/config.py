@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any, Iterable, Mapping, TypeVar
@@ -118,14 +119,16 @@ def parse_value(value: Any, annotation: Any, where: str) -> Any:
         if isinstance(value, bool):
             raise ConfigError(f"{where}={value!r} must be a number")
         try:
-            if annotation is int:
-                number = float(value)
-                if number != int(number):
-                    raise ValueError
-                return int(number)
-            return float(value)
-        except (TypeError, ValueError):
+            number = float(value)
+        except (TypeError, ValueError, OverflowError):
             raise ConfigError(f"{where}={value!r} must be {'an integer' if annotation is int else 'a number'}") from None
+        if not math.isfinite(number):
+            raise ConfigError(f"{where}={value!r} must be a finite number")
+        if annotation is int:
+            if number != int(number):
+                raise ConfigError(f"{where}={value!r} must be an integer")
+            return int(number)
+        return number
     if annotation is str:
         return str(value)
     return value

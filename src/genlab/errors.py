@@ -17,6 +17,15 @@ class TrainingError(GenlabError, RuntimeError):
     """Training cannot go on (a non-finite loss, a run directory that cannot be resumed)."""
 
 
+class RunError(GenlabError, ValueError):
+    """A run directory is damaged, or does not hold what the command needs (weights of another
+    shape, a checkpoint that is not genlab's, a config.yaml that is not a mapping)."""
+
+
+class RunNotFoundError(GenlabError, FileNotFoundError):
+    """No run directory (or no genlab run) at the path given."""
+
+
 class TrainingWarning(UserWarning):
     """Training goes on but has gone wrong in a known way (e.g. a GAN's discriminator overpowers its
     generator). `genlab.fit` prints these above the progress bar and appends them to the run

@@ -10,7 +10,7 @@ import typing
 from pathlib import Path
 from typing import Any, Sequence
 
-from genlab.errors import GenlabError
+from genlab.errors import ConfigError, GenlabError
 
 
 def _add_data_options(p: argparse.ArgumentParser) -> None:
@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a model", description="Train MODEL on --data; writes a run directory.")
     p.add_argument("model", help="model name (see `genlab list`)")
-    p.add_argument("--data", default="digits", help="dataset name or path (default: digits)")
+    p.add_argument("--data", default=None, help="dataset name or path (default: digits; with --resume, the run's own)")
     _add_data_options(p)
     p.add_argument("--set", metavar="FIELD=VALUE", action="append", default=[], help="model config field, e.g. --set latent_dim=16 (repeatable)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/MODEL-DATA, numbered if taken)")
@@ -167,14 +167,22 @@ def cmd_train(args: argparse.Namespace) -> None:
     import genlab
     from genlab.config import parse_assignments
 
-    data = genlab.data.load(args.data, **_data_options(args))
-    out = Path(args.out) if args.out else _default_out(args.model, args.data)
     fields = parse_assignments(args.set)
     if args.resume:
-        from genlab.train import read_run_config
+        from genlab.train.run import resume_settings
 
-        saved = read_run_config(out)
-        fields = {**saved["model_config"], **fields}
+        if not args.out:
+            raise ConfigError("--resume needs --out, the run directory to continue")
+        saved_fields, saved_source = resume_settings(args.out, args.model)
+        fields = {**saved_fields, **fields}
+        # the run's own data unless told otherwise; fit refuses another dataset or split
+        if args.data is None:
+            data = genlab.data.load(**{**saved_source, **_data_options(args)})
+        else:
+            data = genlab.data.load(args.data, **_data_options(args))
+    else:
+        data = genlab.data.load(args.data or "digits", **_data_options(args))
+    out = Path(args.out) if args.out else _default_out(args.model, args.data or "digits")
     # the initial weights come from torch's global generator: seed it, so that --seed fixes the whole run
     torch.manual_seed(int(_train_options(args).get("seed", 0)))
     model = genlab.create(args.model, data=data, **fields)

@@ -13,6 +13,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from genlab.errors import ConfigError
+
 
 @dataclasses.dataclass(frozen=True)
 class DistInfo:
@@ -47,10 +49,30 @@ def init_distributed(device: str) -> DistInfo:
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank, initialized_here=initialized_here)
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """`device` as a torch.device that this machine has, or a ConfigError naming what it has."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"device {device!r}: this machine has no CUDA GPU that torch can use; use --device cpu (or auto)")
+        if resolved.index is not None and resolved.index >= count:
+            raise ConfigError(f"device {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r}: MPS is not available on this machine; use --device cpu (or auto)")
+    elif resolved.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {device!r}: genlab trains on cpu, cuda or mps")
+    return resolved
+
+
 def resolve_device(preference: str, info: DistInfo) -> torch.device:
     """'auto' picks CUDA when present (one GPU per process under torchrun), else the CPU."""
     if preference == "auto":
         preference = "cuda" if torch.cuda.is_available() else "cpu"
+    check_device(preference)
     if preference == "cuda":
         return torch.device("cuda", info.local_rank if info.enabled else torch.cuda.current_device())
     return torch.device(preference)

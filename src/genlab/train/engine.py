@@ -21,16 +21,27 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from genlab.data.dataset import Batch, Dataset
-from genlab.errors import DataError, GenlabError, TrainingError, TrainingWarning
-from genlab.files import atomic_write
+from genlab.errors import ConfigError, DataError, GenlabError, RunError, TrainingError, TrainingWarning
+from genlab.files import atomic_write, remove_stale_temporaries
 from genlab.models.base import GenerativeModel, Loss
 from genlab.train import distributed
-from genlab.train.checkpoint import save_torch, save_weights, save_yaml
+from genlab.train.checkpoint import load_state, save_torch, save_weights, save_yaml
 from genlab.train.config import TrainConfig
 from genlab.train.distributed import DistInfo
 from genlab.train.run import RunPaths, read_metrics, read_run_config
 
 POINTS_SHOWN = 2000  # samples drawn for the pictures of 2-D data (image grids use cfg.num_samples)
+# a logged loss this many times its scale above the lowest one so far has diverged (warned once per factor)
+LOSS_GROWTH_WARNING = 1000.0
+
+# Options a resumed run cannot change, and why; every other TrainConfig option given on resume is
+# honoured from the checkpoint's step on and recorded in config.yaml.
+FIXED_ON_RESUME = {
+    "batch_size": "the data order and the optimizer's moments follow the batch size",
+    "seed": "the seed fixes the data order and the random streams the checkpoint continues",
+    "weight_decay": "each optimizer parameter group keeps the weight decay it was built with",
+    "ema_decay": "switching the EMA on or off would leave ema.safetensors out of step with the model",
+}
 
 
 @dataclasses.dataclass
@@ -142,6 +153,8 @@ class _Engine:
     def __init__(self, model: GenerativeModel, data: Dataset, cfg: TrainConfig, out: Path | None, resume: bool) -> None:
         self.model, self.cfg, self.out = model, cfg, out
         self.paths = None if out is None else RunPaths(out)
+        if cfg.device != "auto":
+            distributed.check_device(cfg.device)
         self.dist: DistInfo = distributed.init_distributed(cfg.device)
         self.device = distributed.resolve_device(cfg.device, self.dist)
         self._check_data(model, data)
@@ -182,6 +195,10 @@ class _Engine:
         self.step = 0
         self.history: list[dict[str, Any]] = []
         self.last_checkpoint: tuple[int, Path] | None = None
+        self.config_pending = False
+        self.in_step = False  # inside train_step: a warning belongs to step self.step + 1
+        self.lowest_loss: float | None = None
+        self.loss_warned_at: float | None = None
         self.tb = None
 
         if out is not None:
@@ -200,6 +217,8 @@ class _Engine:
 
     def _prepare_run_dir(self, resume: bool) -> None:
         assert self.paths is not None
+        if self.paths.root.exists() and not self.paths.root.is_dir():
+            raise RunError(f"--out '{self.out}' is a file, not a folder; choose another --out (out=...)")
         has_state = self.paths.state.is_file()
         if has_state and not resume:
             raise GenlabError(
@@ -207,6 +226,8 @@ class _Engine:
             )
         if resume and not has_state:
             raise GenlabError(f"cannot resume: '{self.out}' has no checkpoint (state.pt); start it without --resume")
+        if self.dist.is_main and self.paths.root.is_dir():
+            remove_stale_temporaries(self.paths.root)  # left by a run killed mid-write
         if resume:
             self._load_checkpoint()
         elif self.dist.is_main:
@@ -239,11 +260,34 @@ class _Engine:
         assert self.paths is not None
         saved = read_run_config(self.out)
         if saved["model"] != self.model.name or saved["model_config"] != self.model.config.to_dict():
-            raise GenlabError(
+            raise RunError(
                 f"cannot resume '{self.out}': it trained {saved['model']} with {saved['model_config']}, "
-                f"not {self.model.name} with {self.model.config.to_dict()}"
+                f"not {self.model.name} with {self.model.config.to_dict()}; resume with the run's own model, or choose another --out"
             )
-        state = torch.load(self.paths.state, map_location=self.device, weights_only=False)
+        if _comparable_source(saved["data"]) != _comparable_source(self.data.source):
+            raise RunError(
+                f"cannot resume '{self.out}': it trained on {saved['data']}, not {self.data.source}; another dataset or "
+                "split would mix training data into validation and test. Resume without --data/--data-option, or choose another --out"
+            )
+        state = load_state(self.paths.state, self.device)
+        if state["step"] > self.cfg.max_steps:
+            raise ConfigError(
+                f"cannot resume '{self.out}' to max_steps={self.cfg.max_steps}: it is at step {state['step']} already; "
+                f"give --max-steps above {state['step']} to train on, or leave it out"
+            )
+        try:
+            self._restore(state, saved_lr=state.get("train_lr", saved["train"].get("lr")))
+        except (KeyError, IndexError, TypeError, ValueError, RuntimeError) as exc:
+            raise RunError(f"{self.paths.state} does not fit the model in {self.paths.config} ({str(exc).splitlines()[0][:160]}); "
+                           "restore the run's files together, or start a new run") from None  # fmt: skip
+        self.last_checkpoint = (self.step, self.paths.state)
+        # rows logged after the checkpoint belong to the lost tail of the interrupted run
+        self.history = [row for row in read_metrics(self.out) if row["step"] <= self.step]
+        if self.dist.is_main:
+            self._rewrite_metrics()
+        self.config_pending = True  # written with the next checkpoint: only options that took effect are recorded
+
+    def _restore(self, state: dict[str, Any], saved_lr: float | None) -> None:
         self.model.load_state_dict(state["model"])
         if self.ema is not None and state.get("ema") is not None:
             self.ema.load_state_dict(state["ema"])
@@ -251,18 +295,26 @@ class _Engine:
             o.load_state_dict(state["optimizers"][k])
         for k, s in self.schedulers.items():
             s.load_state_dict(state["schedulers"][k])
+        self._apply_learning_rate(saved_lr)
         self.scaler.load_state_dict(state["scaler"])
         self.sampler.load_state_dict(state["sampler"])
         torch.set_rng_state(state["rng"][self.dist.rank]["cpu"] if self.dist.rank < len(state["rng"]) else state["rng"][0]["cpu"])
         if torch.cuda.is_available() and state["rng"][0].get("cuda") is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(state["rng"][min(self.dist.rank, len(state["rng"]) - 1)]["cuda"], self.device)
-        self.step = state["step"]
-        self.last_checkpoint = (self.step, self.paths.state)
-        # rows logged after the checkpoint belong to the lost tail of the interrupted run
-        self.history = [row for row in read_metrics(self.out) if row["step"] <= self.step]
-        if self.dist.is_main:
-            self._rewrite_metrics()
-            self._write_config()
+        self.step = int(state["step"])
+
+    def _apply_learning_rate(self, saved_lr: float | None) -> None:
+        """After a resume, the learning rate of this run's options: every base rate is scaled by
+        lr / the checkpoint's lr (players keep their ratios, e.g. a TTUR discriminator's), and the
+        current rate is the schedule's factor at the checkpoint's step, under this run's schedule,
+        warm-up and max_steps."""
+        scale = 1.0 if not saved_lr else self.cfg.lr / saved_lr
+        for name, scheduler in self.schedulers.items():
+            scheduler.base_lrs = [base * scale for base in scheduler.base_lrs]
+            factors = [fn(scheduler.last_epoch) for fn in scheduler.lr_lambdas]
+            for group, base, factor in zip(self.optimizers[name].param_groups, scheduler.base_lrs, factors):
+                group["initial_lr"], group["lr"] = base, base * factor
+            scheduler._last_lr = [group["lr"] for group in self.optimizers[name].param_groups]
 
     # -- one step ---------------------------------------------------------------------------
     def autocast(self) -> contextlib.AbstractContextManager:
@@ -290,15 +342,21 @@ class _Engine:
         self.schedulers[name].step()
 
     def _raise_nonfinite(self, loss: Loss) -> None:
-        where = (
-            f"last good checkpoint: {self.last_checkpoint[1]} (step {self.last_checkpoint[0]})"
-            if self.last_checkpoint
-            else "no checkpoint was written yet"
-        )
-        raise TrainingError(
-            f"loss is not finite at step {self.step + 1} ({_nonfinite_term(loss)}); {where}. "
-            "Lower lr, set grad_clip (e.g. --set grad_clip=1) or use precision fp32, then --resume."
-        )
+        self._stop_diverged(f"loss is not finite at step {self.step + 1} ({_nonfinite_term(loss)})")
+
+    def _stop_diverged(self, what: str) -> None:
+        """Stop a run whose numbers went non-finite, naming the last good checkpoint (one whose model
+        gave finite losses; see `_checkpoint_is_good`) and a recovery that works from it."""
+        lr = _recovery_lr(self.cfg.lr, {**TrainConfig().to_dict(), **self.model.train_defaults}["lr"])
+        if self.last_checkpoint:
+            where = f"last good checkpoint: {self.last_checkpoint[1]} (step {self.last_checkpoint[0]})"
+            fix = (f"Resume from it with a smaller learning rate and gradient clipping: genlab train {self.model.name} "
+                   f"--out {self.out} --resume --lr {lr:g} --grad-clip 1 (Python: genlab.fit(..., resume=True, lr={lr:g}, grad_clip=1))")  # fmt: skip
+        else:
+            where = "no checkpoint was written yet"
+            fix = (f"Run the same command again with a smaller learning rate and gradient clipping: --lr {lr:g} --grad-clip 1 "
+                   f"(Python: lr={lr:g}, grad_clip=1){'' if self.cfg.precision == 'fp32' else ', or --precision fp32'}")  # fmt: skip
+        raise TrainingError(f"{what}; {where}. {fix}")
 
     def train_step(self, indices: Tensor) -> dict[str, Tensor]:
         """One optimizer update on a global batch; returns the batch's loss terms (detached)."""
@@ -342,8 +400,11 @@ class _Engine:
         try:
             stack.enter_context(self._training_warnings(bar))
             while self.step < cfg.max_steps:
+                self.in_step = True
                 terms = self.train_step(self.sampler.next())
-                self.step += 1
+                self.step, self.in_step = self.step + 1, False
+                if self.lowest_loss is None:  # the first step's loss: the scale a diverging run is measured against
+                    self._watch_loss_growth(float(terms["loss"]))
                 if self.ema is not None:
                     self.ema.update_parameters(self.model)
                 for k, v in terms.items():
@@ -362,6 +423,8 @@ class _Engine:
                     self._save_checkpoint()
                 if self.out is not None and self.dist.is_main and (last or (cfg.sample_every and self.step % cfg.sample_every == 0)):
                     self._write_samples(final=last)
+            if self.out is not None and self.dist.is_main and not self.paths.final_samples.is_file():
+                self._write_samples(final=True)  # a run killed after its last checkpoint, before its pictures
         finally:
             stack.close()
             bar.close()
@@ -390,7 +453,7 @@ class _Engine:
             def showwarning(message, category, filename, lineno, file=None, line=None):
                 if not issubclass(category, TrainingWarning):
                     return show(message, category, filename, lineno, file, line)
-                text = f"{category.__name__}: step {self.step + 1}: {message}"
+                text = f"{category.__name__}: step {self.step + 1 if self.in_step else self.step}: {message}"
                 if self.dist.is_main:
                     bar.write(text) if not bar.disable else show(message, category, filename, lineno, file, line)
                     if self.out is not None:
@@ -416,7 +479,23 @@ class _Engine:
         row["lr"] = self.optimizers[next(iter(self.optimizers))].param_groups[0]["lr"]
         row["examples_per_s"] = self.batch_size * steps / max(seconds, 1e-9)
         self._record(row)
+        self._watch_loss_growth(row["loss"])
         return row
+
+    def _watch_loss_growth(self, loss: float) -> None:
+        """Warn (bar and warnings.log) when the logged loss has grown LOSS_GROWTH_WARNING times its
+        scale above the lowest logged so far: a diverging run, whose loss can stay finite for long."""
+        if self.lowest_loss is None or loss < self.lowest_loss:
+            self.lowest_loss = loss
+            return
+        growth = (loss - self.lowest_loss) / max(abs(self.lowest_loss), 1.0)
+        if growth >= LOSS_GROWTH_WARNING * (self.loss_warned_at or 1.0):
+            self.loss_warned_at = growth
+            warnings.warn(
+                f"the loss grew from {self.lowest_loss:.4g} to {loss:.4g}: training is diverging. Lower --lr "
+                f"(now {self.cfg.lr:g}), add --grad-clip 1, or resume from an earlier checkpoint",
+                TrainingWarning, stacklevel=2,
+            )  # fmt: skip
 
     def _record(self, row: dict[str, Any]) -> None:
         self.history.append(row)
@@ -460,10 +539,14 @@ class _Engine:
         if self.dist.enabled:
             rngs = [None] * self.dist.world_size
             torch.distributed.all_gather_object(rngs, rng)
+        problem = self._checkpoint_problem()
+        if problem:
+            self._stop_diverged(f"after step {self.step} {problem}, so it was not saved")
         if not self.dist.is_main:
             return
         state = {
             "step": self.step,
+            "train_lr": self.cfg.lr,
             "model": self.model.state_dict(),
             "ema": None if self.ema is None else self.ema.state_dict(),
             "optimizers": {k: o.state_dict() for k, o in self.optimizers.items()},
@@ -473,11 +556,36 @@ class _Engine:
             "rng": rngs,
         }
         meta = {"model": self.model.name, "step": str(self.step)}
+        if self.config_pending:
+            self._write_config()
+            self.config_pending = False
         save_weights(self.model, self.paths.weights, meta)
         if self.ema is not None:
             save_weights(self.ema.module, self.paths.ema_weights, meta)
         save_torch(state, self.paths.state)  # written last: it marks the checkpoint complete
         self.last_checkpoint = (self.step, self.paths.state)
+
+    @torch.no_grad()
+    def _checkpoint_problem(self) -> str | None:
+        """Why the weights must not become the checkpoint, or None: a checkpoint is good only if every
+        weight (of the model and its EMA copy) is finite and the model gives finite losses on a
+        held-out batch (a training batch where the data has no validation split)."""
+        for label, module in (("model", self.model), ("EMA model", None if self.ema is None else self.ema.module)):
+            if module is not None and not all(torch.isfinite(t).all() for t in module.state_dict().values() if t.is_floating_point()):
+                return f"the {label}'s weights are not finite"
+        reference = self.val_set if self.val_set is not None else self.train_set
+        index = torch.arange(min(len(reference), self.per_process), device=self.device)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []), self.autocast():
+                torch.manual_seed(self.cfg.seed)
+                loss = self.model.loss(reference.get_batch(index))
+        finally:
+            self.model.train(was_training)
+        if not all(torch.isfinite(v).all() for v in (loss.total, *loss.terms.values())):
+            return f"the model's loss on a {'validation' if self.val_set is not None else 'training'} batch is not finite ({_nonfinite_term(loss)})"
+        return None
 
     def _samples_to_draw(self) -> int:
         """num_samples for an image grid; 2-D points get at least POINTS_SHOWN, so that the scatter
@@ -518,6 +626,17 @@ class _Engine:
             plot_training_curves(self.history, self.paths.curves)
 
 
+def _comparable_source(source: dict[str, Any]) -> dict[str, Any]:
+    """A data source without where its files lie (`root`): a dataset moved to another folder is the same data."""
+    return {k: v for k, v in source.items() if k != "root"}
+
+
+def _recovery_lr(lr: float, default_lr: float) -> float:
+    """The learning rate to suggest after a divergence: a tenth of the one that diverged, and no more
+    than the model's default."""
+    return min(lr / 10, default_lr)
+
+
 def _log_prob_or_none(model: GenerativeModel) -> Callable[[Tensor], Tensor] | None:
     if not model.exact_likelihood:
         return None
@@ -556,6 +675,21 @@ def fit(
     saved: dict[str, Any] = {}
     if resume and out is not None and RunPaths(Path(out)).config.is_file():
         saved = read_run_config(out)["train"]  # a resumed run keeps its options unless told otherwise
+        _check_resume_options(saved, options)
     cfg = TrainConfig.from_dict({**model.train_defaults, **saved, **options})
     engine = _Engine(model, data, cfg, None if out is None else Path(out), resume)
     return engine.run()
+
+
+def _check_resume_options(saved: dict[str, Any], options: dict[str, Any]) -> None:
+    """Refuse, with the reason, the options a resumed run cannot honour (FIXED_ON_RESUME)."""
+    given = TrainConfig.from_dict({**saved, **options}).to_dict()
+    for name, why in FIXED_ON_RESUME.items():
+        if name not in options or name not in saved:
+            continue
+        before, after = saved[name], given[name]
+        changed = (before > 0) != (after > 0) if name == "ema_decay" else before != after
+        if changed:
+            raise ConfigError(
+                f"cannot resume with {name}={after} (the run has {before}): {why}. Leave it out to resume, or start a new run"
+            )

@@ -12,14 +12,14 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from genlab.errors import GenlabError
+from genlab.errors import RunError, RunNotFoundError
+from genlab.files import read_jsonl
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,20 +63,58 @@ class RunPaths:
         return self.root / "curves.png"
 
 
+# what config.yaml holds, with the type each entry must have
+_CONFIG_ENTRIES = {"model": str, "model_config": dict, "data": dict, "data_spec": dict, "train": dict}
+
+
 def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """config.yaml of a run, checked: a mapping with the model, its config, the data source and spec,
+    and the training options. A run directory is untrusted input, so YAML is read with the safe
+    loader (no objects built) and every damage is a RunError naming the file."""
     paths = RunPaths(Path(run_dir))
     if not paths.root.is_dir():
-        raise GenlabError(f"no run directory at '{run_dir}'; train one with `genlab train MODEL --out {run_dir}`")
+        raise RunNotFoundError(f"no run directory at '{run_dir}'; train one with `genlab train MODEL --out {run_dir}`")
     if not paths.config.is_file():
-        raise GenlabError(f"'{run_dir}' is not a genlab run (no config.yaml in it); pass the --out folder of `genlab train`")
-    return yaml.safe_load(paths.config.read_text())
+        raise RunNotFoundError(f"'{run_dir}' is not a genlab run (no config.yaml in it); pass the --out folder of `genlab train`")
+    try:
+        cfg = yaml.safe_load(paths.config.read_text(errors="replace"))
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise RunError(f"{paths.config} is not valid YAML{where}; restore it from a copy of the run or retrain") from None
+    if not isinstance(cfg, dict):
+        raise RunError(f"{paths.config} holds {'nothing' if cfg is None else type(cfg).__name__}, not genlab's mapping of "
+                       "model, data and training options; restore it from a copy of the run or retrain")  # fmt: skip
+    for key, kind in _CONFIG_ENTRIES.items():
+        if not isinstance(cfg.get(key), kind):
+            raise RunError(f"{paths.config} has no valid '{key}' entry (a {kind.__name__}); restore it from a copy of the run or retrain")
+    return cfg
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """The rows of a run's metrics.jsonl; a torn last line (a killed run) is dropped."""
     path = RunPaths(Path(run_dir)).metrics
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    try:
+        rows = read_jsonl(path)
+    except ValueError as exc:
+        raise RunError(f"{exc}; remove that line to go on") from None
+    if not all(isinstance(row.get("step"), int) for row in rows):
+        raise RunError(f"{path} has rows without an integer 'step'; it is not genlab's metrics log")
+    return rows
+
+
+def resume_settings(run_dir: str | Path, model: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model config and data source to resume the run in `run_dir` as `model` with, or a
+    RunError when the run trained another model (its config would not fit this one's)."""
+    from genlab import registry
+
+    cfg = read_run_config(run_dir)
+    wanted, trained = registry.get(model).name, registry.get(cfg["model"]).name
+    if wanted != trained:
+        raise RunError(f"cannot resume '{run_dir}' as {wanted}: it trained {trained}; use `genlab train {trained} --out {run_dir} --resume`, or choose another --out")
+    return cfg["model_config"], cfg["data"]
 
 
 def load_model(run_dir: str | Path, *, ema: bool = True, device: str | torch.device | None = None):
@@ -88,12 +126,18 @@ def load_model(run_dir: str | Path, *, ema: bool = True, device: str | torch.dev
     cfg = read_run_config(run_dir)
     paths = RunPaths(Path(run_dir))
     entry = registry.get(cfg["model"])
-    spec = DataSpec.from_dict(cfg["data_spec"])
+    try:
+        spec = DataSpec.from_dict(cfg["data_spec"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"{paths.config}: its data_spec is damaged ({exc}); restore it from a copy of the run or retrain") from None
     model = entry.model_class(entry.config_class.from_dict(cfg["model_config"]), spec)
     weights = paths.ema_weights if ema and paths.ema_weights.is_file() else paths.weights
     if not weights.is_file():
-        raise GenlabError(f"run '{run_dir}' has no weights yet ({weights.name} missing); it may still be starting")
+        raise RunNotFoundError(f"run '{run_dir}' has no weights yet ({weights.name} missing); it may still be starting")
     load_weights(model, weights)
     if device is not None:
-        model.to(device)
+        from genlab.train.distributed import check_device
+
+        model.to(check_device(device))
     return model.eval()
+

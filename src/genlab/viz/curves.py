@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from genlab.files import read_jsonl
 from genlab.viz._common import new_figure, save_figure
 
 if TYPE_CHECKING:
@@ -24,17 +24,8 @@ Series = dict[str, tuple[list[float], list[float]]]  # split -> (steps, values)
 
 
 def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """The rows of a metrics.jsonl file (one JSON object a line). Blank lines, and lines that
-    are not a JSON object (a last line still being written), are skipped."""
-    rows = []
-    for line in Path(path).read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    """The rows of a metrics.jsonl file (one JSON object a line; see `genlab.files.read_jsonl`)."""
+    return read_jsonl(path)
 
 
 def _is_time_like(key: str) -> bool:
