@@ -137,3 +137,46 @@ def test_csv_errors(tmp_path):
         gd.load(path, target="c")
     with pytest.raises(DataError, match="options are target, categorical, sep"):
         gd.load(path, resize=3)
+
+
+def test_decode_clips_out_of_range_vectors_to_the_fitted_range():
+    frame = mixed_frame()
+    enc = TableEncoder().fit(frame)
+    age, income, count = enc.column("age"), enc.column("income"), enc.column("count")
+    assert (age.minimum, age.maximum) == (frame["age"].min(), frame["age"].max())
+    z = torch.zeros(4, enc.dim, dtype=torch.float64)
+    z[:, age.start] = torch.tensor([-50.0, 50.0, 0.0, float("nan")])  # +-50 std: far outside the data
+    z[:, income.start] = torch.tensor([-1e6, 1e6, 0.0, 0.0])
+    z[:, count.start] = torch.tensor([-9.0, 9.0, 0.0, 0.0])
+    z[:, enc.column("colour").start : enc.column("colour").stop] = torch.tensor([[-3.0, 5.0, 1.0]] * 4)  # argmax: green
+    rows = enc.decode(z)
+    assert rows["age"].tolist()[:2] == [frame["age"].min(), frame["age"].max()] and rows["age"].dtype == np.int64
+    assert rows["age"][3] == round(frame["age"].mean())  # NaN decodes to the mean, rounded for an integer column
+    assert rows["income"].tolist()[:2] == [frame["income"].min(), frame["income"].max()]
+    assert rows["count"].tolist()[:2] == [0, 4] and rows["count"].dtype == np.int32
+    assert rows["colour"].tolist() == ["green"] * 4  # categories come back as their labels
+    assert set(rows["size"]) <= {"S", "M", "L"} and set(rows["member"]) <= {False, True}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [],
+        [{"name": "a"}],
+        [{"name": "a", "kind": "numeric", "start": 0, "stop": 1, "dtype": "float64", "mean": "0", "std": 1.0}],
+        [{"name": "a", "kind": "numeric", "start": 0, "stop": 1, "dtype": "no-such-dtype", "mean": 0.0, "std": 1.0}],
+        [{"name": "a", "kind": "categorical", "start": 0, "stop": 2, "dtype": "object", "categories": ["x"]}],
+        [{"name": "a", "kind": "numeric", "start": 1, "stop": 2, "dtype": "float64", "mean": 0.0, "std": 1.0}],
+        [{"name": "a", "kind": "script", "start": 0, "stop": 1, "dtype": "float64", "evil": "os.system"}],
+    ],
+)
+def test_encoder_from_untrusted_json_is_checked(bad):
+    with pytest.raises(DataError, match="table encoder"):
+        TableEncoder.from_dict({"columns": bad})
+
+
+def test_a_table_dataset_decodes_rows_and_other_data_refuses():
+    data = gd.load("iris")
+    pd.testing.assert_frame_equal(data.decode_rows(data.storage.double()), data.frame, check_exact=False, rtol=1e-5)
+    with pytest.raises(DataError, match="'digits' holds image data, not a table"):
+        gd.load("digits").decode_rows(torch.zeros(1, 64))

@@ -42,6 +42,7 @@ def test_unconditional_models_refuse_labels(name, digits):
     model = _create(entry, digits)
     if getattr(model.config, "class_conditional", False):
         pytest.skip("conditional by default")
+    assert model.num_classes is None  # what `genlab sample --class` asks (genlab.apps.sampling)
     with pytest.raises(ConfigError, match="unconditional; pass cond=None"):
         model.sample(2, cond=torch.tensor([1, 2]), generator=torch.Generator().manual_seed(0))
 
@@ -54,6 +55,7 @@ def test_conditional_models_check_the_range_of_labels(name, digits):
     except ConfigError as error:  # a config that has the field but cannot condition says so
         assert "not supported" in str(error)
         pytest.skip(str(error))
+    assert model.num_classes == 10
     for bad in (torch.tensor([0, 10]), torch.tensor([-1, 0]), torch.tensor([1, 2, 3])):
         with pytest.raises(ConfigError, match=r"labels in \[0, 9\]"):
             model.sample(2, cond=bad, generator=torch.Generator().manual_seed(0))

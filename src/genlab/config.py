@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from typing import Any, Iterable, Mapping, TypeVar
@@ -58,6 +59,34 @@ class Config:
         return [f.name for f in dataclasses.fields(cls)]
 
     @classmethod
+    def field_docs(cls) -> dict[str, str]:
+        """One line of text per field, from the class docstrings where they document it in the
+        `name: text` (or `name_a, name_b: text`) style, the first sentence of the text; "" where none
+        does. Walks the bases, so a preset's config (a subclass without docs) gets its base's.
+
+        >>> import dataclasses
+        >>> @dataclasses.dataclass
+        ... class Toy(Config):
+        ...     '''A toy.
+        ...
+        ...     width, depth: sizes of the net; both positive.
+        ...     rate: step size.'''
+        ...     width: int = 1
+        ...     depth: int = 2
+        ...     rate: float = 0.1
+        ...     seed: int = 0
+        >>> Toy.field_docs()
+        {'width': 'sizes of the net', 'depth': 'sizes of the net', 'rate': 'step size', 'seed': ''}
+        """
+        names = cls.field_names()
+        docs: dict[str, str] = {}
+        for klass in cls.__mro__:
+            if "__doc__" in vars(klass) and klass.__doc__:
+                for field, text in _documented_fields(klass.__doc__, set(names)):
+                    docs.setdefault(field, text)
+        return {name: docs.get(name, "") for name in names}
+
+    @classmethod
     def from_dict(cls: type[C], values: Mapping[str, Any]) -> C:
         """Build from keyword values; strings are parsed by the field's type (so CLI words work)."""
         hints = typing.get_type_hints(cls)
@@ -72,6 +101,48 @@ class Config:
 
     def replace(self: C, **changes: Any) -> C:
         return type(self).from_dict({**self.to_dict(), **changes})
+
+
+_DOC_ENTRY = re.compile(r"^([A-Za-z_]\w*(?:\s*,\s*[A-Za-z_]\w*)*)\s*:\s+(\S.*)$")
+
+
+def _documented_fields(doc: str, names: set[str]) -> list[tuple[str, str]]:
+    """(field, first sentence) for each `name[, name]: text` entry of a docstring whose names are all
+    fields. An entry's text runs on over the more indented lines below it; its first sentence ends at
+    a full stop or semicolon outside brackets, and another entry may follow a semicolon
+    (`sample_steps: ...; eta: ...`)."""
+    lines = doc.expandtabs().splitlines()
+    found: list[tuple[str, str]] = []
+    i = 0
+    while i < len(lines):
+        match = _DOC_ENTRY.match(lines[i].strip())
+        indent = len(lines[i]) - len(lines[i].lstrip())
+        i += 1
+        if not match:
+            continue
+        text = [lines[i - 1].strip()]
+        while i < len(lines) and lines[i].strip() and len(lines[i]) - len(lines[i].lstrip()) > indent:
+            text.append(lines[i].strip())
+            i += 1
+        for segment in _top_level_segments(" ".join(text)):
+            entry = _DOC_ENTRY.match(segment)
+            fields = [f.strip() for f in entry.group(1).split(",")] if entry else []
+            if not fields or not set(fields) <= names:
+                break
+            sentence = _top_level_segments(entry.group(2), ".;")[0]
+            found += [(f, sentence) for f in fields]
+    return found
+
+
+def _top_level_segments(text: str, stops: str = ";") -> list[str]:
+    """`text` cut at each of `stops` followed by a space (or the end) outside brackets."""
+    segments, depth, start = [], 0, 0
+    for k, ch in enumerate(text):
+        depth += (ch in "([{") - (ch in ")]}")
+        if depth == 0 and ch in stops and (k + 1 == len(text) or text[k + 1] == " "):
+            segments.append(text[start:k].strip())
+            start = k + 1
+    return [*segments, text[start:].strip()] if text[start:].strip() else segments or [""]
 
 
 def _plain(value: Any) -> Any:

@@ -31,12 +31,13 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from genlab.apps.sampling import class_labels, resolve_classes, sampling_options
 from genlab.data.dataset import DataSpec
 from genlab.data.transforms import quantize
 from genlab.errors import ConfigError, DataError
@@ -69,6 +70,7 @@ def inpaint(
     generator: torch.Generator | None = None,
     resample: int = 1,
     cond: Tensor | None = None,
+    guidance_scale: float | None = None,
 ) -> Tensor:
     """Generate the region where mask = 0, consistent with the known values where mask = 1, by the
     replacement method (Song et al. 2021, appendix I.2; RePaint, Lugmayr et al. 2022, alg. 1).
@@ -83,7 +85,8 @@ def inpaint(
     model: a DiffusionModel (ddpm, ncsn, score-sde, edm, dit, ...); x: (B, *model.spec.shape) in the
     data's space; mask: 1 (True) = known, 0 = generate, any shape broadcasting to x's, e.g. (1, 1, H, W)
     or (B, D); sampler, steps: as for `model.sample` (default: the model's config); cond: labels (B,) of a
-    class-conditional model; every random draw uses `generator`.
+    class-conditional model, guidance_scale: its classifier-free guidance w (default: the config's);
+    every random draw uses `generator`.
     Returns (B, *shape) on x's device, in x's dtype: the known values exactly x's, the generated ones
     clamped to the data's range and quantized like `model.sample`. A mask of all ones returns a copy of x.
 
@@ -103,7 +106,8 @@ def inpaint(
         raise ConfigError(f"resample={resample!r} must be a positive integer (1: no resampling; RePaint uses 10)")
     if bool(keep.all()):
         return x.clone()
-    return _edit(model, x, keep, t_start=None, steps=steps, sampler=sampler, generator=generator, cond=cond, resample=resample)
+    return _edit(model, x, keep, t_start=None, steps=steps, sampler=sampler, generator=generator, cond=cond, resample=resample,
+                 guidance_scale=guidance_scale)
 
 
 def regenerate(
@@ -116,6 +120,7 @@ def regenerate(
     generator: torch.Generator | None = None,
     mask: Tensor | None = None,
     cond: Tensor | None = None,
+    guidance_scale: float | None = None,
 ) -> Tensor:
     """SDEdit (Meng et al. 2022, alg. 1): noise x to t_0 = `strength_to_time(model.schedule, strength)` by
     x_{t_0} = alpha(t_0) x_0 + sigma(t_0) eps, then sample back to the data with the model's sampler.
@@ -129,7 +134,8 @@ def regenerate(
     0 = regenerate, as for `inpaint`), only the masked-out region changes: the known region is re-imposed,
     noised to each new time, after every step, and returned exactly.
 
-    x: (B, *model.spec.shape) in the data's space; cond: labels (B,) of a class-conditional model.
+    x: (B, *model.spec.shape) in the data's space; cond: labels (B,) of a class-conditional model,
+    guidance_scale: its classifier-free guidance w (default: the config's).
     Returns (B, *shape) on x's device, in x's dtype, in the data's space (clamped and quantized like
     `model.sample`).
 
@@ -155,7 +161,8 @@ def regenerate(
         t_start = None
     else:
         steps = _partial_steps(model, steps, strength, t_start)
-    return _edit(model, x, keep, t_start=t_start, steps=steps, sampler=sampler, generator=generator, cond=cond)
+    return _edit(model, x, keep, t_start=t_start, steps=steps, sampler=sampler, generator=generator, cond=cond,
+                 guidance_scale=guidance_scale)
 
 
 def strength_to_time(schedule: NoiseSchedule, strength: float) -> float:
@@ -213,6 +220,7 @@ def _edit(
     generator: torch.Generator | None,
     cond: Tensor | None,
     resample: int = 1,
+    guidance_scale: float | None = None,
 ) -> Tensor:
     """Sample from t_start (None: from the prior at t_max) with the known region re-imposed after every
     step; returned in the data's space with the known values exactly x's. x: (B, *shape)."""
@@ -233,11 +241,12 @@ def _edit(
     if resample > 1:
         result = _resampled(
             model, x_start, t_start=t_start, steps=steps, sampler=sampler, generator=generator,
-            cond=cond, after_step=after_step, resample=resample,
+            cond=cond, after_step=after_step, resample=resample, guidance_scale=guidance_scale,
         )  # fmt: skip
     else:
         result = model.generate(
-            x.shape[0], cond, generator, sampler=sampler, steps=steps, x_start=x_start, t_start=t_start, after_step=after_step
+            x.shape[0], cond, generator, sampler=sampler, steps=steps, x_start=x_start, t_start=t_start, after_step=after_step,
+            guidance_scale=guidance_scale,
         ).x
     out = model.to_data_space(result).to(device=x.device, dtype=x.dtype)
     return out if keep is None else torch.where(keep, x, out)
@@ -266,6 +275,7 @@ def _resampled(
     cond: Tensor | None,
     after_step: Callable[[Tensor, Tensor], Tensor] | None,
     resample: int,
+    guidance_scale: float | None = None,
 ) -> Tensor:
     """RePaint's resampling (Lugmayr et al. 2022, alg. 1, jump length 1): each step t -> s is taken `resample`
     times, x_s noised back to t by x_t = alpha_{t|s} x_s + sigma_{t|s} z between the repeats; (B, ...)."""
@@ -283,7 +293,7 @@ def _resampled(
             final = repeat == resample - 1
             x = model.generate(
                 x.shape[0], cond, generator, sampler=name, times=times[i : i + 2], x_start=x,
-                after_step=after_step, denoise_final=final and i == last_step,
+                after_step=after_step, denoise_final=final and i == last_step, guidance_scale=guidance_scale,
             ).x  # fmt: skip
             if not final:
                 scale, variance = schedule.transition(times[i + 1], times[i])
@@ -428,12 +438,14 @@ def read_mask(path: str | os.PathLike, spec: DataSpec) -> Tensor:
 
 
 def save_edit_grid(
-    path: str | os.PathLike, x: Tensor, results: Tensor, spec: DataSpec, *, mask: Tensor | None = None
+    path: str | os.PathLike, x: Tensor, results: Tensor, spec: DataSpec, *, mask: Tensor | None = None,
+    per_row: int | None = None,
 ) -> Path:
     """Write one input, its mask (white = regenerated) and its results side by side as a PNG, with
-    `genlab.viz.save_image_grid`: rows of input | mask | RESULTS_PER_ROW results, later rows blank under
-    the input and mask, images enlarged (nearest neighbour) to at least MIN_TILE_PIXELS. x: (1, C, H, W) or (C, H, W); results: (K, C, H, W); mask: a keep-mask
-    broadcasting to (1, C, H, W). Returns the path."""
+    `genlab.viz.save_image_grid`: rows of input | mask | `per_row` results (default RESULTS_PER_ROW;
+    one row per class when the results are grouped by class), later rows blank under the input and
+    mask, images enlarged (nearest neighbour) to at least MIN_TILE_PIXELS. x: (1, C, H, W) or
+    (C, H, W); results: (K, C, H, W); mask: a keep-mask broadcasting to (1, C, H, W). Returns the path."""
     from genlab.viz import save_image_grid
 
     _image_shape(spec)
@@ -445,7 +457,7 @@ def save_edit_grid(
         keep = torch.as_tensor(mask).cpu().bool().expand(1, *spec.shape)[0]
         head.append(torch.where(keep, low, high).float())  # the region to regenerate in white
     blank = torch.full_like(x, high)
-    per_row = min(len(results), RESULTS_PER_ROW)
+    per_row = min(len(results), per_row or RESULTS_PER_ROW)
     tiles: list[Tensor] = []
     for first in range(0, len(results), per_row):
         row = list(results[first : first + per_row])
@@ -465,23 +477,31 @@ def edit_image_file(
     steps: int | None = None,
     sampler: str | None = None,
     seed: int = 0,
+    classes: str | int | Sequence[int] | None = None,
+    guidance_scale: float | None = None,
 ) -> Path:
     """What `genlab inpaint` does: read `image` (and `mask`: white = regenerate) into the model's shape, make
     n variations and write the grid input | mask | results to `out` (PNG); returns its path.
 
     With a mask and no strength (or 1): `inpaint` the white region. With a mask and strength < 1: `regenerate`
     only that region, from the input noised to the strength's time. Without a mask: `regenerate` the whole
-    image at strength (default 0.5). Every draw comes from torch.Generator().manual_seed(seed)."""
+    image at strength (default 0.5). Every draw comes from torch.Generator().manual_seed(seed).
+    classes (class-conditional models, see `genlab.apps.sampling.resolve_classes`): n variations of each
+    chosen class, one grid row per class when there are several; guidance_scale: classifier-free
+    guidance towards them; sampler "auto" (or None): the model's own."""
     _check_model(model, "inpainting")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"n={n!r} must be a positive integer (the number of variations)")
+    chosen = resolve_classes(model, classes)
+    options = sampling_options(model, sampler=sampler, steps=steps, guidance_scale=guidance_scale, classes=chosen)
+    cond = None if chosen is None else class_labels(chosen, n)
     x = read_image(image, model.spec)
     keep = None if mask is None else read_mask(mask, model.spec)
-    batch = x.expand(n, *x.shape[1:])
+    batch = x.expand(n if cond is None else len(cond), *x.shape[1:])
     generator = torch.Generator().manual_seed(seed)
     if keep is not None and (strength is None or _check_strength(strength) == 1.0):
-        results = inpaint(model, batch, keep, sampler=sampler, steps=steps, generator=generator)
+        results = inpaint(model, batch, keep, generator=generator, cond=cond, **options)
     else:
         strength = 0.5 if strength is None else strength
-        results = regenerate(model, batch, strength=strength, sampler=sampler, steps=steps, generator=generator, mask=keep)
-    return save_edit_grid(out, x, results, model.spec, mask=keep)
+        results = regenerate(model, batch, strength=strength, generator=generator, mask=keep, cond=cond, **options)
+    return save_edit_grid(out, x, results, model.spec, mask=keep, per_row=n if chosen is not None and len(chosen) > 1 else None)

@@ -19,25 +19,100 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help="loader option, e.g. resize=32, grayscale=true, target=label (repeatable)")
 
 
-def _add_train_options(p: argparse.ArgumentParser) -> None:
+def _add_train_options(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """A flag per TrainConfig field; returns the actions by field name (their help shows the default)."""
     from genlab.train import TrainConfig
 
     group = p.add_argument_group("training (genlab.fit keywords)")
     hints = typing.get_type_hints(TrainConfig)
+    defaults = TrainConfig()
+    actions = {}
     for f in dataclasses.fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
+        shown = f"(default: {_word(getattr(defaults, f.name))})"
         if hints[f.name] is bool:
-            group.add_argument(flag, dest=f"train_{f.name}", action=argparse.BooleanOptionalAction, default=None,
-                               help=f"(default: {f.default})")
+            actions[f.name] = group.add_argument(flag, dest=f"train_{f.name}", action=argparse.BooleanOptionalAction, default=None, help=shown)
         else:
-            group.add_argument(flag, dest=f"train_{f.name}", metavar=f.name.upper(), default=None, help=f"(default: {f.default})")
+            actions[f.name] = group.add_argument(flag, dest=f"train_{f.name}", metavar=f.name.upper(), default=None, help=shown)
+    return actions
+
+
+class _TrainHelp(argparse.Action):
+    """-h/--help of `genlab train`: after a model name, also that model's --set fields and the training
+    defaults it really uses (its train_defaults over TrainConfig's), in place of the engine's."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS, default: Any = argparse.SUPPRESS,
+                 help: str | None = None) -> None:  # noqa: A002 (argparse's keyword)
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+        self.train_actions: dict[str, argparse.Action] = {}
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option_string: str | None = None) -> None:
+        if getattr(namespace, "model", None):
+            parser.epilog = _model_help(namespace, self.train_actions)
+        parser.print_help()
+        parser.exit()
+
+
+def _word(value: Any) -> str:
+    """A value as `--set` takes it: true/false, none, comma lists."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "none"
+    if isinstance(value, (tuple, list)):
+        return ",".join(_word(v) for v in value)
+    return str(value)
+
+
+def _model_help(args: argparse.Namespace, train_actions: dict[str, argparse.Action]) -> str:
+    import shutil
+
+    import genlab
+    from genlab import registry
+    from genlab.config import parse_assignments
+    from genlab.train import TrainConfig
+
+    try:
+        entry = registry.get(args.model)
+    except GenlabError as exc:
+        return str(exc)
+    data = args.data or "digits"
+    try:  # the defaults of some families depend on the data (e.g. GANs on vectors train longer)
+        model = genlab.create(entry.name, data=genlab.data.load(data, **_data_options(args)), **parse_assignments(args.set))
+        defaults, where = model.train_defaults, f"{entry.name} on {data}"
+    except GenlabError as exc:
+        defaults = entry.model_class.train_defaults if isinstance(entry.model_class.train_defaults, dict) else {}
+        where = f"{entry.name} (not built on {data}: {exc})"
+    train = TrainConfig.from_dict(defaults)
+    for name, action in train_actions.items():
+        action.help = f"(default: {_word(getattr(train, name))})"
+    width = max(80, shutil.get_terminal_size().columns) - 1
+    lines = [f"{entry.name} ({entry.family}): {entry.summary}", "", f"model fields (--set FIELD=VALUE; {entry.config_class.__name__}):"]
+    for f, text in zip(dataclasses.fields(entry.config_class), entry.config_class.field_docs().values()):
+        value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        head = f"  {f.name}={_word(value)}"
+        line = f"{head:<34} {text}".rstrip() if text else head
+        lines.append(line if len(line) <= width else line[: width - 3] + "...")
+    lines += ["", f"the training options above show the defaults of {where}"]
+    return "\n".join(lines)
 
 
 def _train_options(args: argparse.Namespace) -> dict[str, Any]:
     return {k[len("train_"):]: v for k, v in vars(args).items() if k.startswith("train_") and v is not None}
 
 
+def _add_class_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--class", dest="classes", metavar="K", default=None,
+                   help=f"class-conditional runs: {what} of class K (an index or a class name), of several (1,4,7) or of "
+                        "all, one grid row per class")
+    p.add_argument("--guidance-scale", type=float, default=None, metavar="W",
+                   help="class-conditional diffusion runs: classifier-free guidance w (0: none; default: the model's)")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from genlab.apps.sampling import DEFAULT_PER_CLASS, DEFAULT_SAMPLES
+    from genlab.models.diffusion.samplers import SAMPLERS
+
     parser = argparse.ArgumentParser(prog="genlab", description="Deep generative models: train, sample, evaluate, look.")
     parser.add_argument(
         "--threads", type=int, default=None, metavar="N",
@@ -45,22 +120,34 @@ def build_parser() -> argparse.ArgumentParser:
              "process is often faster: threads waiting for each other spin",
     )  # fmt: skip
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sampler_choices = ("auto", *SAMPLERS)
 
     sub.add_parser("list", help="models and datasets, a line each", description="List registered models and known datasets.")
 
-    p = sub.add_parser("train", help="train a model", description="Train MODEL on --data; writes a run directory.")
+    p = sub.add_parser("train", help="train a model", description="Train MODEL on --data; writes a run directory.",
+                       add_help=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+    train_help = p.add_argument("-h", "--help", action=_TrainHelp,
+                                help="show this help and exit; after MODEL, also its --set fields and training defaults")
     p.add_argument("model", help="model name (see `genlab list`)")
     p.add_argument("--data", default=None, help="dataset name or path (default: digits; with --resume, the run's own)")
     _add_data_options(p)
     p.add_argument("--set", metavar="FIELD=VALUE", action="append", default=[], help="model config field, e.g. --set latent_dim=16 (repeatable)")
     p.add_argument("--out", metavar="DIR", help="run directory (default: runs/MODEL-DATA, numbered if taken)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    _add_train_options(p)
+    train_help.train_actions = _add_train_options(p)
 
-    p = sub.add_parser("sample", help="draw samples from a trained run", description="Sample from RUN and write a grid/plot.")
+    p = sub.add_parser("sample", help="draw samples from a trained run",
+                       description="Sample from RUN and write a grid or plot, the tensor (.npy, .pt) or, for a table, its rows (.csv).")
     p.add_argument("run", help="run directory")
-    p.add_argument("-n", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--out", metavar="FILE", default=None, help="picture to write (default: RUN/sample.png); .pt/.npy also save the tensor")
+    p.add_argument("-n", type=int, default=None,
+                   help=f"number of samples (default {DEFAULT_SAMPLES}); with several classes, of each class (default {DEFAULT_PER_CLASS})")
+    p.add_argument("--out", metavar="FILE", default=None,
+                   help="file to write (default: RUN/sample.png): a picture, .npy or .pt (the tensor), or .csv (a table run's rows, "
+                        "with its columns, dtypes and categories)")
+    _add_class_options(p, "samples")
+    p.add_argument("--sampler", default=None, choices=sampler_choices, metavar="NAME",
+                   help=f"diffusion runs: the sampler, one of {', '.join(sampler_choices)} (default: auto, the model's own)")
+    p.add_argument("--steps", type=int, default=None, help="diffusion runs: sampler steps (default: the model's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ema", action="store_true", help="use the trained weights, not their EMA")
     p.add_argument("--device", default=None)
@@ -90,8 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strength", type=float, default=None,
                    help="SDEdit strength in [0, 1], how much changes (default: 0.5 without --mask; with --mask, 1: inpaint from noise)")
     p.add_argument("--steps", type=int, default=None, help="steps of a full sampling trajectory (default: the model's)")
-    p.add_argument("--sampler", default=None, help="ancestral, ddim, langevin, euler_maruyama, pc, heun, ode (default: the model's)")
-    p.add_argument("-n", type=int, default=4, help="number of variations (default 4)")
+    p.add_argument("--sampler", default=None, choices=sampler_choices, metavar="NAME",
+                   help=f"the sampler, one of {', '.join(sampler_choices)} (default: auto, the model's own)")
+    p.add_argument("-n", type=int, default=4, help="number of variations (of each class with --class; default 4)")
+    _add_class_options(p, "variations")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="FILE", default=None, help="PNG to write (default: RUN/inpaint.png)")
     p.add_argument("--no-ema", action="store_true", help="use the trained weights, not their EMA")
@@ -120,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="use the trained weights, not their EMA")
     p.add_argument("--device", default=None)
     _add_data_options(p)
+    for command in sub.choices.values():  # --threads after the command too; SUPPRESS keeps a value given before it
+        command.add_argument("--threads", type=int, default=argparse.SUPPRESS, metavar="N", help="CPU threads for torch, the same as `genlab --threads N` before the command")
     return parser
 
 
@@ -202,22 +293,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    import numpy as np
-    import torch
+    from genlab.apps.sampling import sample_run
 
-    import genlab
-    from genlab.viz import plot_samples
-
-    model = genlab.load(args.run, ema=not args.no_ema, device=args.device)
-    x = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed)).float().cpu()
-    out = Path(args.out) if args.out else Path(args.run) / "sample.png"
-    if out.suffix == ".pt":
-        torch.save(x, out)
-    elif out.suffix == ".npy":
-        np.save(out, x.numpy())
-    else:
-        plot_samples(x, model.spec, out)
-    print(f"wrote {args.n} samples of shape {tuple(x.shape[1:])} to {out}")
+    out, samples = sample_run(
+        args.run, args.out, n=args.n, classes=args.classes, sampler=args.sampler, steps=args.steps,
+        guidance_scale=args.guidance_scale, seed=args.seed, ema=not args.no_ema, device=args.device,
+    )  # fmt: skip
+    chosen = [] if samples.labels is None else list(dict.fromkeys(samples.labels.tolist()))
+    classes = f" of class{'es' if len(chosen) > 1 else ''} {','.join(map(str, chosen))}" if chosen else ""
+    print(f"wrote {len(samples.x)} samples{classes} of shape {tuple(samples.x.shape[1:])} to {out}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -271,8 +355,10 @@ def cmd_inpaint(args: argparse.Namespace) -> None:
     out = edit_image_file(
         model, args.image, mask=args.mask, strength=args.strength, n=args.n, steps=args.steps,
         sampler=args.sampler, seed=args.seed, out=Path(args.out) if args.out else Path(args.run) / "inpaint.png",
+        classes=args.classes, guidance_scale=args.guidance_scale,
     )  # fmt: skip
-    print(f"wrote {args.image}, {'its mask, ' if args.mask else ''}{args.n} result{'s' if args.n != 1 else ''} side by side to {out}")
+    each = f" of each class ({args.classes})" if args.classes is not None else ""
+    print(f"wrote {args.image}, {'its mask, ' if args.mask else ''}{args.n} result{'s' if args.n != 1 else ''}{each} side by side to {out}")
 
 
 def cmd_latent(args: argparse.Namespace) -> None:

@@ -7,12 +7,15 @@ indexing, so the training loop never walks samples one by one in Python.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
 
 from genlab.errors import DataError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Kind = Literal["image", "vector", "table"]
 
@@ -136,6 +139,14 @@ class Dataset(torch.utils.data.Dataset):
     def tensors(self) -> tuple[Tensor, Tensor | None]:
         """All samples as floats (N, *shape) and labels (N,) or None."""
         return self.to_float(self.storage), self.labels
+
+    def decode_rows(self, x: Tensor) -> "pd.DataFrame":
+        """Encoded rows (N, D), e.g. `model.sample(N)` of a model trained on this table, as a pandas
+        DataFrame with the table's columns, dtypes and category labels (`TableEncoder.decode`:
+        numbers clipped to the range seen in the table, categories by argmax). Tables only."""
+        if self.encoder is None:
+            raise DataError(f"dataset {self.spec.name!r} holds {self.spec.kind} data, not a table; only tables decode to rows")
+        return self.encoder.decode(x)
 
     def subset(self, index: Tensor) -> "Dataset":
         return Dataset(

@@ -7,8 +7,10 @@
 - a categorical column (category, object/string or bool dtype) with categories (k_1..k_m)
   becomes a one-hot block of m coordinates.
 
-`decode` inverts it: de-standardise numeric coordinates (rounded back for integer columns), and
-take the argmax of each one-hot block, so a model's continuous output decodes to valid rows.
+`decode` inverts it: de-standardise numeric coordinates, clip them to the [min, max] the column
+held when the encoder was fitted (rounded back for integer columns), and take the argmax of each
+one-hot block, so a model's continuous output decodes to valid rows. `to_dict`/`from_dict` keep an
+encoder as JSON: a trained run keeps its table's in table_encoder.json (`genlab.train.read_table_encoder`).
 """
 
 from __future__ import annotations
@@ -35,8 +37,9 @@ TABLE_VALUE_RANGE = (-5.0, 5.0)
 class ColumnInfo:
     """Where a column lives in the encoded vector, and how to map it back.
 
-    kind "numeric": coordinate `start` holds (x - mean) / std; `integer` columns are rounded on
-    decode. kind "categorical": coordinates start..stop-1 are one-hot over `categories`.
+    kind "numeric": coordinate `start` holds (x - mean) / std; decoded values are clipped to
+    [minimum, maximum] (the values seen when fitted; None: not clipped) and `integer` columns rounded.
+    kind "categorical": coordinates start..stop-1 are one-hot over `categories`.
     dtype: the column's pandas dtype as a string ("int64", "float64", "category", "object", "bool").
     """
 
@@ -50,6 +53,8 @@ class ColumnInfo:
     integer: bool = False
     categories: tuple[Any, ...] | None = None
     ordered: bool = False
+    minimum: float | None = None
+    maximum: float | None = None
 
     @property
     def width(self) -> int:
@@ -137,7 +142,8 @@ class TableEncoder:
                 std = float(values.std())
                 info = ColumnInfo(str(name), "numeric", start, start + 1, str(series.dtype),
                                   mean=float(values.mean()), std=std if std > 0 and math.isfinite(std) else 1.0,
-                                  integer=pd.api.types.is_integer_dtype(series.dtype))
+                                  integer=pd.api.types.is_integer_dtype(series.dtype),
+                                  minimum=float(values.min()), maximum=float(values.max()))
             columns.append(info)
             start = info.stop
         self.columns = columns
@@ -168,8 +174,16 @@ class TableEncoder:
     def decode(self, x: Tensor | np.ndarray) -> pd.DataFrame:
         """(N, D) vectors -> DataFrame with the fitted columns and dtypes.
 
-        Numeric: x * std + mean, rounded for integer columns. Categorical: the category of the
-        largest coordinate in its one-hot block (argmax), so any real vector decodes to a valid row.
+        Numeric: x * std + mean, clipped to the column's fitted [minimum, maximum] (a sampler's
+        outlier must not decode to an age of -41) and rounded for integer columns; NaN decodes to
+        the mean. Categorical: the category of the largest coordinate in its one-hot block
+        (argmax), so any real vector decodes to a valid row.
+
+        >>> enc = TableEncoder().fit(pd.DataFrame({"age": [20, 40, 60], "pet": ["cat", "dog", "cat"]}))
+        >>> enc.decode(torch.tensor([[-9.0, 0.2, 0.9], [0.4, 0.7, 0.1]]))
+           age  pet
+        0   20  dog
+        1   47  cat
         """
         self._check_fitted()
         x = x.detach().cpu().double().numpy() if isinstance(x, Tensor) else np.asarray(x, dtype=np.float64)
@@ -178,7 +192,10 @@ class TableEncoder:
         data = {}
         for c in self.columns:
             if c.kind == "numeric":
-                values = x[:, c.start] * c.std + c.mean
+                values = np.nan_to_num(x[:, c.start] * c.std + c.mean, nan=c.mean)
+                low = -np.inf if c.minimum is None else c.minimum
+                high = np.inf if c.maximum is None else c.maximum
+                values = np.clip(values, low, high)
                 if c.integer:
                     info = np.iinfo(np.dtype(c.dtype))
                     values = np.clip(np.rint(values), info.min, info.max)
@@ -200,10 +217,18 @@ class TableEncoder:
                             for c in self.columns]}
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TableEncoder":
+    def from_dict(cls, d: Any) -> "TableEncoder":
+        """The encoder `to_dict` described. `d` may come from a file someone else wrote (a run
+        folder), so its layout is checked and a bad one raises DataError, never runs code."""
         enc = cls()
-        enc.columns = [ColumnInfo(**(c | {"categories": None if c["categories"] is None else tuple(c["categories"])}))
-                       for c in d["columns"]]
+        enc.columns = [_column_from_dict(c, i) for i, c in enumerate(d["columns"])] if isinstance(d, dict) and isinstance(d.get("columns"), list) else []
+        if not enc.columns:
+            raise DataError("a table encoder description needs a non-empty list 'columns' (as TableEncoder.to_dict writes)")
+        start = 0
+        for c in enc.columns:
+            if c.start != start or c.stop <= c.start:
+                raise DataError(f"table encoder column {c.name!r} spans [{c.start}, {c.stop}), expected to start at {start}")
+            start = c.stop
         return enc
 
     def _check_fitted(self) -> None:
@@ -213,6 +238,43 @@ class TableEncoder:
     def __repr__(self) -> str:
         kinds = [c.kind for c in self.columns]
         return f"TableEncoder({kinds.count('numeric')} numeric, {kinds.count('categorical')} categorical columns, dim={self.dim})"
+
+
+_COLUMN_FIELDS = tuple(f.name for f in dataclasses.fields(ColumnInfo))
+
+
+def _column_from_dict(c: Any, i: int) -> ColumnInfo:
+    """Column i of a JSON encoder description as a ColumnInfo, every field checked for its type."""
+    def count(v: Any) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not isinstance(c, dict) or not {"name", "kind", "start", "stop", "dtype"} <= set(c) or not set(c) <= set(_COLUMN_FIELDS):
+        raise DataError(f"table encoder column {i} must be an object with name, kind, start, stop and dtype "
+                        f"(fields: {', '.join(_COLUMN_FIELDS)}); got {str(c)[:80]}")
+    checks = [
+        isinstance(c["name"], str), isinstance(c["dtype"], str), count(c["start"]), count(c["stop"]),
+        all(c.get(k) is None or number(c[k]) for k in ("mean", "std", "minimum", "maximum")),
+        isinstance(c.get("integer", False), bool), isinstance(c.get("ordered", False), bool),
+    ]
+    if c["kind"] == "numeric":
+        checks += [c["stop"] == c["start"] + 1, number(c.get("mean")), number(c.get("std"))]
+    elif c["kind"] == "categorical":
+        categories = c.get("categories")
+        checks += [isinstance(categories, list) and len(categories) == c["stop"] - c["start"]
+                   and all(isinstance(v, (str, int, float, bool)) for v in categories)]
+    else:
+        checks.append(False)
+    if all(checks):
+        try:
+            pd.api.types.pandas_dtype(c["dtype"])
+        except TypeError:
+            checks.append(False)
+    if not all(checks):
+        raise DataError(f"table encoder column {i} is malformed: {str(c)[:120]}")
+    return ColumnInfo(**(c | {"categories": None if c.get("categories") is None else tuple(c["categories"])}))
 
 
 def table_dataset(frame: pd.DataFrame, *, name: str, target: str | None = None, seed: int = 0,

@@ -45,6 +45,9 @@ class GenerativeModel(nn.Module):
     # training options this family does well with (e.g. more steps for diffusion); `fit` uses them
     # where the caller gave none, so `genlab train NAME` works well without flags
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # K, the number of classes `sample(n, cond=labels)` takes labels in [0, K) of; None for a model
+    # trained without labels. Class-conditional models set it in __init__ (from spec.num_classes).
+    num_classes: int | None = None
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
         super().__init__()

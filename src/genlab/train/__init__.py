@@ -2,6 +2,6 @@
 
 from genlab.train.config import TrainConfig
 from genlab.train.engine import EpochSampler, Run, StepContext, fit
-from genlab.train.run import RunPaths, load_model, read_metrics, read_run_config
+from genlab.train.run import RunPaths, load_model, read_metrics, read_run_config, read_table_encoder
 
-__all__ = ["EpochSampler", "Run", "RunPaths", "StepContext", "TrainConfig", "fit", "load_model", "read_metrics", "read_run_config"]
+__all__ = ["EpochSampler", "Run", "RunPaths", "StepContext", "TrainConfig", "fit", "load_model", "read_metrics", "read_run_config", "read_table_encoder"]

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 
 from genlab.config import Config
+
+
+def tensorboard_installed() -> bool:
+    """Whether the optional `tensorboard` package is there (`pip install genlab[tensorboard]`)."""
+    return importlib.util.find_spec("tensorboard") is not None
 
 
 @dataclasses.dataclass
@@ -15,6 +21,8 @@ class TrainConfig(Config):
     samples and DDP averages the gradients, so the update equals one process's on the same batch.
     grad_clip=0 and ema_decay=0 switch those off; sample_every/checkpoint_every=0 mean "at the end".
     num_samples: images in each sample grid; pictures of 2-D data draw at least 2,000 points.
+    tensorboard: also log to RUN/tensorboard; the default is on where the tensorboard package is
+    installed and off (silently) where not; asked for without the package, training says so once.
     """
 
     max_steps: int = 2000
@@ -37,7 +45,7 @@ class TrainConfig(Config):
     num_samples: int = 64
     val_batches: int = 4
     progress: bool = True
-    tensorboard: bool = True
+    tensorboard: bool = dataclasses.field(default_factory=tensorboard_installed)
 
     def validate(self) -> None:
         self._positive("max_steps", "batch_size", "lr", "grad_accum", "log_every", "num_samples")

@@ -28,7 +28,7 @@ from genlab.train import distributed
 from genlab.train.checkpoint import load_state, save_torch, save_weights, save_yaml
 from genlab.train.config import TrainConfig
 from genlab.train.distributed import DistInfo
-from genlab.train.run import RunPaths, read_metrics, read_run_config
+from genlab.train.run import RunPaths, read_metrics, read_run_config, write_table_encoder
 
 POINTS_SHOWN = 2000  # samples drawn for the pictures of 2-D data (image grids use cfg.num_samples)
 # a logged loss this many times its scale above the lowest one so far has diverged (warned once per factor)
@@ -233,13 +233,15 @@ class _Engine:
         elif self.dist.is_main:
             self.paths.root.mkdir(parents=True, exist_ok=True)
             self._write_config()
+            write_table_encoder(self.data, self.paths)
             self.paths.metrics.unlink(missing_ok=True)
         if self.dist.is_main and self.cfg.tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(str(self.paths.root / "tensorboard"))
-            except ImportError:
+            except ImportError:  # on only where asked for: TrainConfig's default follows what is installed
+                print("note: tensorboard=True (--tensorboard) needs the tensorboard package (pip install genlab[tensorboard]); training goes on without it")
                 self.tb = None
 
     def _write_config(self) -> None:

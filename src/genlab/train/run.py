@@ -2,6 +2,7 @@
 
     runs/vae/
       config.yaml        model name and config, data source and spec, training options
+      table_encoder.json tables only: the columns, dtypes, categories and ranges (`read_table_encoder`)
       model.safetensors  weights;  ema.safetensors  EMA weights (when ema_decay > 0)
       state.pt           optimizers, schedulers, step, data order and RNG states (for --resume)
       metrics.jsonl      one JSON object per logged step (train and val rows)
@@ -12,13 +13,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
 import torch
 import yaml
 
-from genlab.errors import RunError, RunNotFoundError
+from genlab.errors import DataError, RunError, RunNotFoundError
 from genlab.files import read_jsonl
 
 
@@ -62,6 +64,10 @@ class RunPaths:
     def curves(self) -> Path:
         return self.root / "curves.png"
 
+    @property
+    def table_encoder(self) -> Path:
+        return self.root / "table_encoder.json"
+
 
 # what config.yaml holds, with the type each entry must have
 _CONFIG_ENTRIES = {"model": str, "model_config": dict, "data": dict, "data_spec": dict, "train": dict}
@@ -89,6 +95,46 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
         if not isinstance(cfg.get(key), kind):
             raise RunError(f"{paths.config} has no valid '{key}' entry (a {kind.__name__}); restore it from a copy of the run or retrain")
     return cfg
+
+
+def write_table_encoder(data: Any, paths: RunPaths) -> None:
+    """Keep a table's encoder (`TableEncoder.to_dict`) in the run, so that its samples decode to rows
+    without the data at hand; other data writes nothing."""
+    if getattr(data, "encoder", None) is not None:
+        from genlab.train.checkpoint import save_json
+
+        save_json(data.encoder.to_dict(), paths.table_encoder)
+
+
+def read_table_encoder(run_dir: str | Path):
+    """The `TableEncoder` of a run trained on a table: from its table_encoder.json, or, for runs that
+    lack one, refitted on the data its config.yaml names. `encoder.decode(model.sample(n))` is then
+    a DataFrame with the table's columns and dtypes:
+
+        model = genlab.load("runs/vae-iris")
+        rows = read_table_encoder("runs/vae-iris").decode(model.sample(100))
+
+    The file is parsed as JSON and checked field by field (`TableEncoder.from_dict`): a run folder may
+    come from anyone. Raises DataError for a run on images or vectors."""
+    from genlab.data.tables import TableEncoder
+
+    cfg = read_run_config(run_dir)
+    paths = RunPaths(Path(run_dir))
+    kind = cfg.get("data_spec", {}).get("kind")
+    if kind != "table":
+        raise DataError(f"run '{run_dir}' was trained on {kind} data, not a table; only table runs decode to rows (write .png, .npy or .pt)")
+    if paths.table_encoder.is_file():
+        try:
+            description = json.loads(paths.table_encoder.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"'{paths.table_encoder}' is not valid JSON ({exc}); delete it to refit the encoder on the run's data") from None
+        return TableEncoder.from_dict(description)
+    import genlab.data
+
+    encoder = genlab.data.load(**cfg["data"]).encoder
+    if encoder is None:
+        raise DataError(f"the data of run '{run_dir}' ({cfg['data'].get('name')}) no longer loads as a table")
+    return encoder
 
 
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:

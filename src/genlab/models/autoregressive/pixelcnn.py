@@ -244,7 +244,7 @@ class PixelCNN(_PixelCNNBase):
         return h
 
 
-@register("gated-pixelcnn", GatedPixelCNNConfig, family="autoregressive", summary="Gated PixelCNN: two stacks, no blind spot, class-conditional")
+@register("gated-pixelcnn", GatedPixelCNNConfig, family="autoregressive", summary="Gated PixelCNN: two stacks, no blind spot, labels in every gate with class_conditional=true")
 class GatedPixelCNN(_PixelCNNBase):
     """Gated PixelCNN (van den Oord et al. 2016, "Conditional Image Generation with PixelCNN Decoders"):
     a first layer with a type-A horizontal stack (first_kernel_size), then `blocks` gated layers

@@ -402,5 +402,5 @@ _preset("score-sde", "Score SDE (Song et al. 2021): VP SDE, predictor-corrector 
         schedule="vp", sampler="pc", sample_steps=500)
 _preset("edm", "EDM (Karras et al. 2022): sigma(t) = t, preconditioned denoiser, Heun's 2nd-order ODE sampler",
         schedule="edm", sampler="heun", sample_steps=18)
-_preset("dit", "Diffusion transformer (Peebles & Xie 2023): patches, adaLN-Zero blocks, DDIM sampling",
+_preset("dit", "Diffusion transformer (Peebles & Xie 2023): patches, adaLN-Zero blocks, DPM-Solver++(2M) sampling",
         data_kinds=("image",), net="dit", schedule="linear")

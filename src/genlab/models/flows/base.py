@@ -239,6 +239,7 @@ class FlowModel(GenerativeModel):
         if self.class_conditional and not spec.num_classes:
             raise ConfigError(f"class_conditional=True needs data with class labels; {spec.name!r} has none (set class_conditional=false)")
         self.context_dim = spec.num_classes if self.class_conditional else None
+        self.num_classes = self.context_dim
         self.dequantizer: nn.Module | None = None
         if getattr(config, "dequantization", "uniform") == "variational" and spec.levels is not None:
             from genlab.models.flows.layers import VariationalDequantizer  # layers builds on this module

@@ -1,0 +1,230 @@
+"""Sampling a trained model the way `genlab sample` does: chosen classes, a diffusion run's sampler,
+steps and guidance chosen at sampling time, and files of every kind (a PNG grid, .npy or .pt tensors,
+CSV rows for tables).
+
+    samples = draw_samples(model, classes="all", n=8)  # 8 samples of each class, in class order
+    samples.x.shape, samples.labels[:10]                 # (80, 1, 8, 8), 0 0 0 0 0 0 0 0 1 1
+    write_samples(samples, model.spec, "grid.png")       # one grid row per class (nrow = 8 per row)
+
+Classes are an index (3), several ("1,4,7" or [1, 4, 7]), "all", or a class name of the data
+("setosa"); every class-conditional model takes them through `model.sample(n, cond=labels)`, which
+checks them once more (`GenerativeModel.check_labels`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from genlab import registry
+from genlab.data.dataset import DataSpec
+from genlab.errors import ConfigError
+from genlab.files import atomic_path, atomic_write
+from genlab.models.base import GenerativeModel
+from genlab.models.diffusion.model import DiffusionModel
+from genlab.models.diffusion.samplers import get_sampler
+
+__all__ = ["DEFAULT_SAMPLES", "DEFAULT_PER_CLASS", "Samples", "resolve_classes", "sampling_options", "draw_samples",
+           "class_labels", "write_samples", "sample_run"]
+
+DEFAULT_SAMPLES = 64  # samples drawn when n is not given: of no class or of one class
+DEFAULT_PER_CLASS = 8  # samples of each class when several classes are asked for and n is not given
+# the keywords of `DiffusionModel.sample` chosen at sampling time, with their CLI flags
+DIFFUSION_OPTIONS = {"sampler": "--sampler", "steps": "--steps", "guidance_scale": "--guidance-scale"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Samples:
+    """What `draw_samples` drew: x (N, *spec.shape) in the data's space, on the CPU; labels (N,) the
+    class each sample was drawn for, or None; per_row: samples per class when several classes were
+    asked for (the rows of a grid with one row per class), else None."""
+
+    x: Tensor
+    labels: Tensor | None = None
+    per_row: int | None = None
+
+
+def resolve_classes(model: GenerativeModel, classes: str | int | Sequence[int] | None) -> list[int] | None:
+    """`classes` as class indices in [0, model.num_classes): an int, a sequence of ints, or a string of
+    comma-separated indices or class names, or "all"; None stays None. Raises ConfigError, naming the
+    fix, for a model trained without labels or a class it does not know."""
+    if classes is None:
+        return None
+    k = model.num_classes
+    if k is None:
+        raise ConfigError(_unconditional(model))
+    names = list(model.spec.class_names or ())
+    named = names and names != [str(i) for i in range(k)]  # digits' names are their indices
+    known = f"0-{k - 1}" + (f" or a name ({', '.join(names[:10])}{', ...' if len(names) > 10 else ''})" if named else "")
+    if isinstance(classes, str):
+        words = [w.strip() for w in classes.split(",") if w.strip()]
+        if [w.lower() for w in words] == ["all"]:
+            return list(range(k))
+        if not words:
+            raise ConfigError(f"no class given; give a class index {known}, a comma list such as 1,4,7, or all")
+        chosen = []
+        for word in words:
+            if re.fullmatch(r"[+-]?\d+", word):
+                chosen.append(int(word))
+            elif word in names:
+                chosen.append(names.index(word))
+            else:
+                raise ConfigError(f"class {word!r} is not a class of {model.spec.name!r}; give an index {known}, or all")
+    elif isinstance(classes, int) and not isinstance(classes, bool):
+        chosen = [classes]
+    else:
+        chosen = [int(c) for c in classes]
+    if not chosen:
+        raise ConfigError(f"no class given; give a class index {known}, several, or all")
+    outside = [c for c in chosen if not 0 <= c < k]
+    if outside:
+        raise ConfigError(f"class {outside[0]} is out of range: '{model.name}' was trained on {k} classes, {known}")
+    return chosen
+
+
+def _unconditional(model: GenerativeModel) -> str:
+    entry = registry.get(model.name)
+    conditional = sorted(e.name for e in registry.entries() if _conditional_by_default(e.config_class))
+    if "class_conditional" in entry.config_class.field_names():
+        how = "train it with --set class_conditional=true (on labelled data) to sample chosen classes"
+        return f"'{model.name}' was trained without class labels (class_conditional=false), so it takes no class; {how}"
+    return (f"'{model.name}' takes no class labels; class-conditional models are {', '.join(conditional)} and, with "
+            "--set class_conditional=true, those whose `genlab train MODEL --help` lists class_conditional")
+
+
+def _conditional_by_default(config_class: type) -> bool:
+    return any(f.name == "class_conditional" and f.default is True for f in dataclasses.fields(config_class))
+
+
+def sampling_options(
+    model: GenerativeModel, *, sampler: str | None = None, steps: int | None = None, guidance_scale: float | None = None,
+    classes: Sequence[int] | None = None,
+) -> dict[str, Any]:
+    """The keywords of a diffusion model's `sample` that were given (sampler "auto" stands for the
+    model's own and is dropped); {} when none was. Raises ConfigError when a model of another family
+    gets any (they are diffusion options), for an unknown sampler, steps < 1, a negative guidance
+    scale, or guidance w > 0 on a model trained without labels or without `classes` (the resolved
+    classes of the samples) to steer towards."""
+    given = {k: v for k, v in (("sampler", sampler), ("steps", steps), ("guidance_scale", guidance_scale)) if v is not None}
+    if given and not isinstance(model, DiffusionModel):
+        flags = " and ".join(DIFFUSION_OPTIONS[k] for k in given)
+        family = registry.get(model.name).family if model.name else "non-diffusion"
+        verb = "is a diffusion option" if len(given) == 1 else "are diffusion options"
+        raise ConfigError(f"{flags} {verb}; '{model.name}' is a {family} model, which has no sampler to choose")
+    if given.get("sampler") == "auto":
+        del given["sampler"]
+    if "sampler" in given:
+        get_sampler(given["sampler"])  # raises, naming the samplers there are
+    if "steps" in given and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ConfigError(f"steps={steps!r}: a sampler takes 1 or more steps")
+    if "guidance_scale" in given:
+        if guidance_scale < 0:
+            raise ConfigError(f"guidance scale {guidance_scale} must be >= 0 (0: no guidance)")
+        if guidance_scale > 0 and model.num_classes is None:
+            raise ConfigError(
+                f"classifier-free guidance needs a class-conditional diffusion run; '{model.name}' was trained without labels "
+                "(train with --set class_conditional=true)"
+            )
+        if guidance_scale > 0 and not classes:
+            raise ConfigError("classifier-free guidance steers samples towards a class; choose one (--class 3, 1,4,7 or all)")
+    return given
+
+
+def class_labels(classes: Sequence[int], per_class: int) -> Tensor:
+    """(len(classes) * per_class,) long labels: per_class copies of each class, in order."""
+    return torch.tensor(list(classes), dtype=torch.long).repeat_interleave(per_class)
+
+
+@torch.no_grad()
+def draw_samples(
+    model: GenerativeModel,
+    n: int | None = None,
+    *,
+    classes: str | int | Sequence[int] | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    seed: int = 0,
+) -> Samples:
+    """Draw samples with torch.Generator().manual_seed(seed), in one `model.sample` call.
+
+    n: the number of samples (default DEFAULT_SAMPLES); with several classes, the number of each
+    class (default DEFAULT_PER_CLASS), drawn class after class so a grid of `per_row` = n columns
+    has one row per class. classes: see `resolve_classes`. sampler, steps, guidance_scale: diffusion
+    runs only (`sampling_options`); guidance (classifier-free, w > 0) needs classes to steer towards.
+    """
+    chosen = resolve_classes(model, classes)
+    options = sampling_options(model, sampler=sampler, steps=steps, guidance_scale=guidance_scale, classes=chosen)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(f"n={n!r} must be a positive number of samples")
+    labels, per_row = None, None
+    if chosen is not None and len(chosen) > 1:
+        per_row = n or DEFAULT_PER_CLASS
+        labels = class_labels(chosen, per_row)
+    elif chosen is not None:
+        labels = class_labels(chosen, n or DEFAULT_SAMPLES)
+    count = len(labels) if labels is not None else n or DEFAULT_SAMPLES
+    if labels is not None:
+        options["cond"] = labels
+    x = model.sample(count, generator=torch.Generator().manual_seed(seed), **options)
+    return Samples(x.float().cpu(), labels, per_row)
+
+
+def write_samples(samples: Samples, spec: DataSpec, out: str | Path, *, encoder: Any = None) -> Path:
+    """Write samples to `out` by its suffix, atomically: .pt (torch.save of x) or .npy (x as a NumPy
+    array); .csv (tables only, `encoder` a `TableEncoder`): the decoded rows with the table's columns,
+    dtypes and category labels, numbers clipped to the training range; anything else: a picture
+    (`genlab.viz.plot_samples`), image grids with `per_row` images a row. Returns the path."""
+    import numpy as np
+
+    out = Path(out)
+    suffix = out.suffix.lower()
+    if suffix == ".csv":
+        if encoder is None:
+            raise ConfigError(f"'{out}': a .csv holds table rows, and {spec.name!r} is {spec.kind} data; write .png, .npy or .pt")
+        frame = encoder.decode(samples.x)
+        with atomic_path(out) as tmp:
+            frame.to_csv(tmp, index=False)
+        return out
+    if suffix == ".pt":
+        return atomic_write(out, lambda f: torch.save(samples.x, f))
+    if suffix == ".npy":
+        return atomic_write(out, lambda f: np.save(f, samples.x.numpy()))
+    from genlab.viz import plot_samples
+
+    rows = {"nrow": samples.per_row} if spec.kind == "image" and samples.per_row else {}
+    return plot_samples(samples.x, spec, out, **rows)
+
+
+def sample_run(
+    run_dir: str | Path,
+    out: str | Path | None = None,
+    *,
+    n: int | None = None,
+    classes: str | int | Sequence[int] | None = None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    guidance_scale: float | None = None,
+    seed: int = 0,
+    ema: bool = True,
+    device: str | None = None,
+) -> tuple[Path, Samples]:
+    """What `genlab sample` does: load the run (`genlab.load`), `draw_samples` and `write_samples` to
+    `out` (default RUN/sample.png); a .csv `out` takes the run's table encoder
+    (`genlab.train.read_table_encoder`) and is refused, before sampling, for runs not on a table."""
+    from genlab.train.run import load_model, read_table_encoder
+
+    model = load_model(run_dir, ema=ema, device=device)
+    out = Path(out) if out is not None else Path(run_dir) / "sample.png"
+    encoder = None
+    if out.suffix.lower() == ".csv":
+        if model.spec.kind != "table":
+            raise ConfigError(f"'{out}': a .csv holds table rows, and run '{run_dir}' was trained on {model.spec.kind} data; write .png, .npy or .pt")
+        encoder = read_table_encoder(run_dir)
+    samples = draw_samples(model, n, classes=classes, sampler=sampler, steps=steps, guidance_scale=guidance_scale, seed=seed)
+    return write_samples(samples, model.spec, out, encoder=encoder), samples
