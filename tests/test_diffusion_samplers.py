@@ -454,3 +454,15 @@ def test_analytic_isotropic_and_diagonal_stds_are_diagonal_covariances():
         GaussianMixtureData(weights, means)
     with pytest.raises(ConfigError, match="positive definite"):
         GaussianMixtureData(weights, means, covariances=-torch.eye(2, dtype=F64).expand(2, 2, 2))
+
+
+def test_default_steps_fit_a_short_ddpm_grid_and_explicit_ones_are_refused():
+    from genlab.models.diffusion.samplers import get_sampler
+
+    schedule = DiscreteSchedule.linear(steps=30)
+    zero_eps = lambda x, t: torch.zeros_like(x)  # noqa: E731
+    nfe = {name: get_sampler(name)(zero_eps, schedule, (4, 2), generator=torch.Generator().manual_seed(0)).nfe
+           for name in ("ddim", "dpm_solver", "dpm_solver_sde")}  # fmt: skip
+    assert nfe == {"ddim": 30, "dpm_solver": 20, "dpm_solver_sde": 30}  # defaults 50, 20, 50 capped at the grid's 30
+    with pytest.raises(ConfigError, match="more than the 30 grid steps"):
+        get_sampler("dpm_solver_sde")(zero_eps, schedule, (4, 2), steps=50)

@@ -205,12 +205,12 @@ def parse_value(value: Any, annotation: Any, where: str) -> Any:
     return value
 
 
-def parse_assignments(pairs: Iterable[str]) -> dict[str, str]:
-    """Parse CLI `--set key=value` words into a dict of strings."""
+def parse_assignments(pairs: Iterable[str], *, flag: str = "--set", example: str = "latent_dim=16") -> dict[str, str]:
+    """Parse CLI `--set key=value` (or another `flag`'s) words into a dict of strings."""
     out: dict[str, str] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ConfigError(f"--set {pair!r} must look like key=value, e.g. --set latent_dim=16")
+            raise ConfigError(f"{flag} {pair!r} must look like key=value, e.g. {flag} {example}")
         key, value = pair.split("=", 1)
         out[key.strip()] = value.strip()
     return out

@@ -17,6 +17,14 @@ class TrainingError(GenlabError, RuntimeError):
     """Training cannot go on (a non-finite loss, a run directory that cannot be resumed)."""
 
 
+class ArgumentTypeError(GenlabError, TypeError):
+    """An argument of the wrong kind (a model name where a model is needed, a number for a path)."""
+
+
+class DataNotFoundError(DataError, FileNotFoundError):
+    """No file or folder at the data path given."""
+
+
 class RunError(GenlabError, ValueError):
     """A run directory is damaged, or does not hold what the command needs (weights of another
     shape, a checkpoint that is not genlab's, a config.yaml that is not a mapping)."""

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from genlab.config import Config
-from genlab.errors import ConfigError
+from genlab.errors import ArgumentTypeError, ConfigError
 
 if TYPE_CHECKING:
     from genlab.data.dataset import DataSpec, Dataset
@@ -53,6 +54,8 @@ def entries() -> list[Entry]:
 
 
 def get(name: str) -> Entry:
+    if not isinstance(name, str):
+        raise ArgumentTypeError(f"a model name is a string such as 'vae', not {type(name).__name__} {name!r} (see `genlab list`)")
     _ensure_loaded()
     key = name.lower().replace("_", "-")
     for candidate in (name, key, key.replace("-", "_")):
@@ -61,7 +64,7 @@ def get(name: str) -> Entry:
     raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))} (see `genlab list`)")
 
 
-def create(name: str, data: "Dataset | DataSpec", **fields: Any) -> "GenerativeModel":
+def create(name: str, data: "Dataset | DataSpec | None" = None, **fields: Any) -> "GenerativeModel":
     """Build model `name` for `data` (a Dataset or its DataSpec), config fields as keywords.
 
     >>> import genlab
@@ -69,8 +72,14 @@ def create(name: str, data: "Dataset | DataSpec", **fields: Any) -> "GenerativeM
     >>> model.config.latent_dim
     8
     """
+    from genlab.data.dataset import DataSpec
+
     entry = get(name)
     spec = getattr(data, "spec", data)
+    if not isinstance(spec, DataSpec):
+        got = "nothing" if data is None else f"{type(data).__name__} {data!r}"[:80]
+        raise ArgumentTypeError(f"create({entry.name!r}) needs data=: a Dataset from genlab.data.load(...) or its DataSpec, "
+                                f"not {got}; e.g. genlab.create({entry.name!r}, data=genlab.data.load('digits'))")  # fmt: skip
     kinds = entry.model_class.data_kinds
     if spec.kind not in kinds:
         others = [e.name for e in entries() if spec.kind in e.model_class.data_kinds]
@@ -89,4 +98,6 @@ def load(run_dir: str | Path, *, ema: bool = True, device: str | None = None) ->
     """
     from genlab.train.run import load_model
 
+    if not isinstance(run_dir, (str, os.PathLike)):
+        raise ArgumentTypeError(f"load() takes a run directory (a path), not {type(run_dir).__name__} {run_dir!r}")
     return load_model(run_dir, ema=ema, device=device)

@@ -41,6 +41,7 @@ from genlab.apps.sampling import class_labels, resolve_classes, sampling_options
 from genlab.data.dataset import DataSpec
 from genlab.data.transforms import quantize
 from genlab.errors import ConfigError, DataError
+from genlab.models.diffusion.latent import LatentDiffusionModel
 from genlab.models.diffusion.model import DiffusionModel
 from genlab.models.diffusion.schedules import EDMSchedule, NoiseSchedule
 from genlab.nn.distributions import sample_standard_normal
@@ -101,7 +102,7 @@ def inpaint(
     """
     _check_model(model, "inpaint")
     x = _check_input(model, x)
-    keep = _keep_mask(mask, x, model.spec)
+    keep = _keep_mask(mask, x, model)
     if isinstance(resample, bool) or not isinstance(resample, int) or resample < 1:
         raise ConfigError(f"resample={resample!r} must be a positive integer (1: no resampling; RePaint uses 10)")
     if bool(keep.all()):
@@ -151,7 +152,7 @@ def regenerate(
     """
     _check_model(model, "regenerate")
     x = _check_input(model, x)
-    keep = None if mask is None else _keep_mask(mask, x, model.spec)
+    keep = None if mask is None else _keep_mask(mask, x, model)
     strength = _check_strength(strength)
     if strength == 0.0 or (keep is not None and bool(keep.all())):
         return x.clone()
@@ -338,8 +339,13 @@ def _check_input(model: DiffusionModel, x: Any) -> Tensor:
     return x
 
 
-def _keep_mask(mask: Any, x: Tensor, spec: DataSpec) -> Tensor:
+def _keep_mask(mask: Any, x: Tensor, model: DiffusionModel) -> Tensor:
     """The mask as a bool tensor that broadcasts to x (B, *shape): True = known."""
+    if isinstance(model, LatentDiffusionModel):
+        # its samples are decoded from latent codes: a pixel cannot be kept while the code around it changes
+        raise ConfigError(f"'{model.name}' diffuses in its autoencoder's latent space, so a pixel mask cannot be kept; "
+                          "regenerate the whole image (leave out --mask, SDEdit) or inpaint with a pixel-space diffusion run")  # fmt: skip
+    spec = model.spec
     mask = torch.as_tensor(mask, device=x.device)
     example = (1, 1, *spec.shape[1:]) if spec.kind == "image" and len(spec.shape) == 3 else (1, *spec.shape)
     try:

@@ -406,6 +406,8 @@ def write_latent_tools(
     written: dict[str, list[Path]] = {}
 
     if "interpolate" in tools:
+        if isinstance(pairs, bool) or not isinstance(pairs, int) or pairs < 1:
+            raise ConfigError(f"pairs={pairs!r} must be a positive number of interpolation pairs")
         if 2 * pairs > len(x):
             raise DataError(f"{pairs} interpolation pairs need {2 * pairs} samples; the {split} split gives {len(x)} (lower --pairs)")
         order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[: 2 * pairs]
@@ -448,6 +450,11 @@ def write_latent_tools(
             raise DataError(f"transfer_attribute needs class labels; the {split} split of {spec.name!r} has none")
         if source is None or target is None:
             raise ConfigError("transfer_attribute needs a source and a target class (--transfer-attribute SOURCE TARGET)")
+        present = sorted(set(labels.long().tolist()))
+        for role, label in (("source", source), ("target", target)):
+            if label not in present:
+                raise ConfigError(f"{role} class {label} has no samples in the {split} split of {spec.name!r}; its classes are "
+                                  f"{', '.join(map(str, present))}")
         shifted = transfer_attribute(model, x, labels, source, target, strength=strength).cpu()
         originals = x[labels.long() == source][:_TRANSFER_SHOWN]
         record = {"split": split, "source": source, "target": target, "strength": strength, "shifted": len(shifted)}

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from genlab import registry
 from genlab.data.dataset import DataSpec
-from genlab.errors import ConfigError
+from genlab.errors import ConfigError, RunError
 from genlab.files import atomic_path, atomic_write
 from genlab.models.base import GenerativeModel
 from genlab.models.diffusion.model import DiffusionModel
@@ -33,6 +33,8 @@ __all__ = ["DEFAULT_SAMPLES", "DEFAULT_PER_CLASS", "Samples", "resolve_classes",
            "class_labels", "write_samples", "sample_run"]
 
 DEFAULT_SAMPLES = 64  # samples drawn when n is not given: of no class or of one class
+# what write_samples writes: pictures (by matplotlib or PIL), tensors, table rows
+WRITTEN_SUFFIXES = (".png", ".jpg", ".jpeg", ".pdf", ".svg", ".npy", ".pt", ".csv")
 DEFAULT_PER_CLASS = 8  # samples of each class when several classes are asked for and n is not given
 # the keywords of `DiffusionModel.sample` chosen at sampling time, with their CLI flags
 DIFFUSION_OPTIONS = {"sampler": "--sampler", "steps": "--steps", "guidance_scale": "--guidance-scale"}
@@ -226,5 +228,11 @@ def sample_run(
         if model.spec.kind != "table":
             raise ConfigError(f"'{out}': a .csv holds table rows, and run '{run_dir}' was trained on {model.spec.kind} data; write .png, .npy or .pt")
         encoder = read_table_encoder(run_dir)
+    if out.suffix.lower() not in WRITTEN_SUFFIXES:
+        raise ConfigError(f"'{out}': genlab writes samples as {', '.join(WRITTEN_SUFFIXES)}; not {out.suffix or 'a file without suffix'!r}")
     samples = draw_samples(model, n, classes=classes, sampler=sampler, steps=steps, guidance_scale=guidance_scale, seed=seed)
+    bad = int((~torch.isfinite(samples.x.reshape(len(samples.x), -1))).any(1).sum())
+    if bad:
+        raise RunError(f"{bad} of {len(samples.x)} samples of run '{run_dir}' are not finite (NaN or infinite), so nothing was written; "
+                       "its weights have diverged: resume it from an earlier checkpoint with a smaller --lr, or retrain")  # fmt: skip
     return write_samples(samples, model.spec, out, encoder=encoder), samples

@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _data_options(args: argparse.Namespace) -> dict[str, Any]:
     from genlab.config import parse_assignments
 
-    options: dict[str, Any] = parse_assignments(args.data_option)
+    options: dict[str, Any] = parse_assignments(args.data_option, flag="--data-option", example="resize=32")
     if args.data_root:
         options["root"] = args.data_root
     return options
@@ -256,7 +256,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     import torch
 
     import genlab
-    from genlab.config import parse_assignments
+    from genlab.config import parse_assignments, parse_value
 
     fields = parse_assignments(args.set)
     if args.resume:
@@ -275,7 +275,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         data = genlab.data.load(args.data or "digits", **_data_options(args))
     out = Path(args.out) if args.out else _default_out(args.model, args.data or "digits")
     # the initial weights come from torch's global generator: seed it, so that --seed fixes the whole run
-    torch.manual_seed(int(_train_options(args).get("seed", 0)))
+    torch.manual_seed(parse_value(_train_options(args).get("seed", 0), int, "TrainConfig.seed"))
     model = genlab.create(args.model, data=data, **fields)
     say(f"training {model.name} on {data!r} -> {out}")
     run = genlab.fit(model, data, out=out, resume=args.resume, **_train_options(args))

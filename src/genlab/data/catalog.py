@@ -20,7 +20,8 @@ from genlab.data import embedded, standard, toy
 from genlab.data.dataset import Dataset
 from genlab.data.files import is_idx_name, load_array_file, load_csv, load_idx_file
 from genlab.data.images import IMAGE_EXTENSIONS, is_archive, load_image_folder
-from genlab.errors import DataError
+from genlab.config import parse_value
+from genlab.errors import ArgumentTypeError, DataError, DataNotFoundError
 
 # options that change how data is read or cached, not what it is: not recorded in `source`
 _NOT_RECORDED = ("cache_dir", "cache")
@@ -135,8 +136,10 @@ def load(name_or_path: str | os.PathLike | None = None, *, name: str | os.PathLi
     target = name_or_path if name_or_path is not None else name
     if target is None:
         raise DataError("load() needs a dataset name or a path; known names: " + ", ".join(_CATALOG))
+    if not isinstance(target, (str, os.PathLike)):
+        raise ArgumentTypeError(f"load() takes a dataset name or a path, not {type(target).__name__} {target!r}; e.g. load('digits')")
     text = os.fspath(target)
-    seed = int(seed)
+    seed = parse_value(seed, int, "load(seed=...)")
     key = _ALIASES.get(text.lower(), text.lower()) if isinstance(target, str) else None
 
     if key in _CATALOG:
@@ -156,7 +159,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, name: str | os.PathLi
                     f"or give the path of {_PATH_KINDS} (no file or folder '{path}' exists)"
                 )
             where = f" (relative to {Path.cwd()})" if not path.is_absolute() else ""
-            raise DataError(f"no file or folder at '{path}'{where}")
+            raise DataNotFoundError(f"no file or folder at '{path}'{where}")
         path = path.resolve()  # root= only applies to named datasets; a path is read as given
         dataset = _call(_path_loader(path), f"'{path.name}'", seed, None, options)
         source = {"name": str(path), "seed": seed}

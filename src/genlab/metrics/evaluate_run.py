@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from genlab.data.dataset import DataSpec
-from genlab.errors import GenlabError
+from genlab.errors import ConfigError, GenlabError, RunError
 from genlab.metrics.baselines import BASELINES
 from genlab.metrics.evaluate import evaluate_samples
 from genlab.metrics.features import shipped_extractors
@@ -114,6 +114,8 @@ def evaluate_run(
     from genlab.train.checkpoint import save_json
     from genlab.train.run import load_model, read_run_config
 
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(f"n={n!r} must be a positive number of samples to draw (default: the held-out split's size, at least {MIN_GENERATED})")
     cfg = read_run_config(run_dir)
     model = load_model(run_dir, ema=ema, device=device)
     data = genlab.data.load(**{**cfg["data"], **(data_options or {})})
@@ -126,7 +128,8 @@ def evaluate_run(
                               "extractor": extractor, "seed": seed}
     fake = sample_in_batches(model, n, seed=seed)
     if not torch.isfinite(fake).all():
-        raise GenlabError(f"the model's samples contain NaN or infinite values; the run in '{run_dir}' has diverged")
+        raise RunError(f"the model's samples are not finite (NaN or infinite values); the run in '{run_dir}' has diverged: "
+                       "resume it from an earlier checkpoint with a smaller --lr, or retrain")
     report["model"] = {**sample_metrics(real, fake, model.spec, extractor, seed), **_model_likelihood(model, real, seed)}
     for name in baselines:
         if name not in BASELINES:

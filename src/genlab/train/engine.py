@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from genlab.data.dataset import Batch, Dataset
-from genlab.errors import ConfigError, DataError, GenlabError, RunError, TrainingError, TrainingWarning
+from genlab.errors import ArgumentTypeError, ConfigError, DataError, GenlabError, RunError, RunNotFoundError, TrainingError, TrainingWarning
 from genlab.files import atomic_write, remove_stale_temporaries
 from genlab.models.base import GenerativeModel, Loss
 from genlab.train import distributed
@@ -164,7 +164,7 @@ class _Engine:
 
         per_process = cfg.batch_size // self.dist.world_size
         if cfg.batch_size % self.dist.world_size:
-            raise GenlabError(f"batch_size={cfg.batch_size} does not split over {self.dist.world_size} processes; use a multiple of {self.dist.world_size}")
+            raise ConfigError(f"batch_size={cfg.batch_size} does not split over {self.dist.world_size} processes; use a multiple of {self.dist.world_size}")
         self.batch_size = min(cfg.batch_size, len(self.train_set) // self.dist.world_size * self.dist.world_size)
         if self.batch_size < cfg.batch_size and self.dist.is_main:
             print(f"note: batch_size {cfg.batch_size} > {len(self.train_set)} training samples; using {self.batch_size}")
@@ -209,6 +209,14 @@ class _Engine:
     def _check_data(model: GenerativeModel, data: Dataset) -> None:
         if not isinstance(data, Dataset):
             raise DataError(f"fit() needs a genlab.data.Dataset, got {type(data).__name__}; use genlab.data.load(...)")
+        sizes = {name: len(data.split(name)) for name in data.split_names}
+        if len(sizes) > 1 and not all(sizes.values()):
+            empty = [name for name, size in sizes.items() if not size]
+            raise DataError(
+                f"{data.spec.name!r} has {len(data)} sample{'s' if len(data) != 1 else ''}, too few to split: its "
+                f"{' and '.join(empty)} split{'s are' if len(empty) > 1 else ' is'} empty ({', '.join(f'{k} {v}' for k, v in sizes.items())}), "
+                "so nothing would check the training; give at least 10 samples"
+            )
         if tuple(data.spec.shape) != tuple(model.spec.shape):
             raise DataError(
                 f"the model was built for samples of shape {model.spec.shape} but the data has {data.spec.shape}; "
@@ -221,11 +229,11 @@ class _Engine:
             raise RunError(f"--out '{self.out}' is a file, not a folder; choose another --out (out=...)")
         has_state = self.paths.state.is_file()
         if has_state and not resume:
-            raise GenlabError(
+            raise RunError(
                 f"'{self.out}' already holds a run; pass --resume (resume=True) to continue it, or choose another --out"
             )
         if resume and not has_state:
-            raise GenlabError(f"cannot resume: '{self.out}' has no checkpoint (state.pt); start it without --resume")
+            raise RunNotFoundError(f"cannot resume: '{self.out}' has no checkpoint (state.pt); start it without --resume")
         if self.dist.is_main and self.paths.root.is_dir():
             remove_stale_temporaries(self.paths.root)  # left by a run killed mid-write
         if resume:
@@ -674,6 +682,11 @@ def fit(
     uninterrupted run step for step (same seed, same data order, restored RNG and optimizer state).
     Under `torchrun`, every process calls `fit` and DDP keeps their weights equal.
     """
+    if not isinstance(model, GenerativeModel):
+        raise ArgumentTypeError(f"fit() trains a model from genlab.create(...), not {type(model).__name__} {model!r}"[:160]
+                                + (f"; e.g. genlab.fit(genlab.create({model!r}, data=data), data)" if isinstance(model, str) else ""))  # fmt: skip
+    if not isinstance(data, Dataset):
+        raise ArgumentTypeError(f"fit() needs a genlab.data.Dataset, not {type(data).__name__} {data!r}"[:120] + "; use genlab.data.load(...)")
     saved: dict[str, Any] = {}
     if resume and out is not None and RunPaths(Path(out)).config.is_file():
         saved = read_run_config(out)["train"]  # a resumed run keeps its options unless told otherwise

@@ -157,7 +157,7 @@ def _start(
         raise ConfigError("pass the shape of the batch to draw, e.g. shape=(16, 2), or x_start to start from")
     dtype = dtype or torch.get_default_dtype()
     if times is None:
-        times = schedule.sampling_times(steps if steps is not None else default_steps, t_start=t_start)
+        times = schedule.sampling_times(steps if steps is not None else _default_steps(schedule, default_steps, t_start), t_start=t_start)
     else:
         times = torch.as_tensor(times, dtype=torch.float64)
         if t_start is not None and not math.isclose(float(times[0]), float(t_start), rel_tol=1e-6):
@@ -176,6 +176,15 @@ def _start(
         std = float(torch.sqrt(schedule.alpha(t0) ** 2 + schedule.sigma(t0) ** 2))
         x = std * sample_standard_normal(tuple(shape), generator=generator, device=device, dtype=dtype)
     return x, times
+
+
+def _default_steps(schedule: NoiseSchedule, default: int, t_start: float | None) -> int:
+    """A sampler's default number of steps, at most the DDPM grid steps below t_start: a default may
+    exceed a short grid (a 30-step schedule), where steps asked for explicitly are refused instead."""
+    if schedule.discrete_steps is None:
+        return default
+    below = round((schedule.t_max if t_start is None else t_start) / schedule.t_max * schedule.discrete_steps)
+    return max(1, min(default, below))
 
 
 def _at(t: Tensor, x: Tensor) -> Tensor:
@@ -425,7 +434,7 @@ def dpm_solver_sde_sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: Sequenc
     them to the end: on `8gaussians`, 50 steps match 1,000 ancestral steps (README, "Diffusion").
     steps defaults to 50: the noise it adds each step needs more, shorter steps than the ODE's 20."""
     if keywords.get("steps") is None and keywords.get("times") is None:
-        keywords["steps"] = 50
+        keywords["steps"] = _default_steps(schedule, 50, keywords.get("t_start"))
     return dpm_solver_sample(eps_fn, schedule, shape, **{"eta": 1.0, **keywords})
 
 
