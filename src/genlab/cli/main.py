@@ -158,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", type=int, default=None, help="samples to draw (default: as many as the held-out split)")
     p.add_argument("--split", default="test", choices=("test", "val", "train"))
     p.add_argument("--baseline", action="append", default=[], choices=("gmm",), help="also evaluate a baseline fitted to the same training data")
+    p.add_argument("--likelihood-n", type=int, default=None, metavar="N", help="held-out samples for costly likelihoods, e.g. a diffusion model's ODE likelihood (default 256)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ema", action="store_true")
     p.add_argument("--device", default=None)
@@ -309,7 +310,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
     report = evaluate_run(
         args.run, extractor=args.extractor, n=args.n, split=args.split, baselines=args.baseline,
-        seed=args.seed, ema=not args.no_ema, device=args.device, data_options=_data_options(args),
+        seed=args.seed, ema=not args.no_ema, device=args.device, data_options=_data_options(args), likelihood_n=args.likelihood_n,
     )
     print(format_report(report))
     print(f"wrote {Path(args.run) / 'eval.json'}")

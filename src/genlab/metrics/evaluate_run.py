@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from genlab.data.dataset import DataSpec
-from genlab.errors import ConfigError, GenlabError, RunError
+from genlab.errors import ConfigError, RunError
 from genlab.metrics.baselines import BASELINES
 from genlab.metrics.evaluate import evaluate_samples
 from genlab.metrics.features import shipped_extractors
@@ -51,7 +51,21 @@ def likelihood_metrics(values: Tensor, spec: DataSpec, *, exact: bool, kind: str
     nll = -values if exact else values
     if kind == "none":
         return {"cross_entropy_bound_nats": float(nll.mean())}
-    key = "nll" if exact else "nll_bound"
+    return nll_metrics(nll, spec, kind=kind, key="nll" if exact else "nll_bound")
+
+
+def nll_metrics(nll: Tensor, spec: DataSpec, *, kind: str, key: str) -> dict[str, float]:
+    """Means of per-sample negative log-probabilities nll (N,) in nats, under `key`:
+
+    kind "dequantized", "discrete", "continuous" (an NLL of x): key_nats and key_bits_per_dim, the
+        dequantized ones with the correction of `bits_per_dim` (levels = spec.levels);
+    kind "code" (-log p of a discrete code of x): key_bits_per_image = nll / ln 2 and
+        key_bits_per_pixel = that / (H W) (per value for vectors), no bits/dim of x.
+    """
+    if kind == "code":
+        bits = nll / math.log(2.0)
+        pixels = math.prod(spec.shape[-2:]) if spec.kind == "image" else spec.dim
+        return {f"{key}_bits_per_image": float(bits.mean()), f"{key}_bits_per_pixel": float(bits.mean()) / pixels}
     levels = spec.levels if kind == "dequantized" else None
     bpd = bits_per_dim(nll, spec.dim, levels=levels, value_range=spec.value_range)
     return {f"{key}_nats": float(nll.mean()), f"{key}_bits_per_dim": float(bpd.mean())}
@@ -75,20 +89,54 @@ def _model_likelihood(model, x: Tensor, seed: int) -> dict[str, float]:
         return {}
 
 
+# held-out samples a costly likelihood (an ODE solve per sample) is evaluated on unless told otherwise
+LIKELIHOOD_N = 256
+
+
+def measure_metrics(model, x: Tensor, *, seed: int, likelihood_n: int = LIKELIHOOD_N, split: str = "test") -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """The model's `likelihood_measures` on held-out x (N, *shape): their mean values (`nll_metrics`)
+    and, for each, a note {"name", "description", "samples", "of", "unit"} saying how and on how
+    many of the N samples ("images" or "samples") it was computed. A costly measure uses `likelihood_n` of the N samples, drawn without
+    replacement from a generator seeded with `seed`; the others use all. Every draw a measure
+    makes comes from one generator seeded with `seed`, so the same seed gives the same report."""
+    _check_likelihood_n(likelihood_n)
+    metrics: dict[str, float] = {}
+    notes: list[dict[str, Any]] = []
+    unit = "images" if model.spec.kind == "image" else "samples"
+    for measure in model.likelihood_measures():
+        subset = x
+        if measure.costly and len(x) > likelihood_n:
+            index = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:likelihood_n]
+            subset = x[index.sort().values]
+        generator = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            nll = torch.cat([measure.nll(chunk.to(model.device), generator).detach().double().cpu() for chunk in subset.split(measure.batch_size)])
+        if not torch.isfinite(nll).all():
+            raise RunError(f"the model's {measure.name} is NaN or infinite on {int((~torch.isfinite(nll)).sum())} {split} {unit}; the run has diverged")
+        metrics.update(nll_metrics(nll, model.spec, kind=measure.kind, key=measure.name))
+        notes.append({"name": measure.name, "description": measure.description, "samples": len(subset), "of": len(x), "unit": unit})
+    return metrics, notes
+
+
+def _check_likelihood_n(likelihood_n: int) -> None:
+    if likelihood_n < 1:
+        raise ConfigError(f"likelihood_n={likelihood_n} must be >= 1 (held-out samples for the costly likelihoods); pass e.g. --likelihood-n 256")
+
+
 def default_extractor(spec: DataSpec) -> str | None:
     if spec.kind != "image":
         return None
     if spec.name in shipped_extractors():
         return spec.name
-    raise GenlabError(
+    raise ConfigError(
         f"no shipped feature extractor for {spec.name!r} (shipped: {', '.join(shipped_extractors())}); "
         f"train one with `python scripts/train_feature_extractor.py --data {spec.name}` and pass --extractor PATH, "
         "or pass pytorch-fid's Inception weights (.pth)"
     )
 
 
-# Generated samples drawn by default when the held-out split is smaller. With 180 (digits' test
-# split), the GMM baseline's FID ranged 24-52 over three seeds; with 1,000, 31.3-32.4.
+# Generated samples drawn by default when the held-out split is smaller: FID from a few hundred
+# samples varies far more between seeds than between models (the README's VAE section has figures).
 MIN_GENERATED = 1000
 
 
@@ -103,12 +151,16 @@ def evaluate_run(
     ema: bool = True,
     device: str | None = None,
     data_options: dict[str, Any] | None = None,
+    likelihood_n: int | None = None,
 ) -> dict[str, Any]:
     """Sample metrics and likelihood of a run's model on the held-out `split` of its data, and of
     each baseline (e.g. "gmm") fitted to the same training split. Writes RUN/eval.json.
 
     The model draws as many samples as the split holds, at least MIN_GENERATED (or n), from a
-    generator seeded with `seed`.
+    generator seeded with `seed`. Besides `log_prob` / `nll_bound`, the model's
+    `likelihood_measures` are reported (a diffusion model's ODE likelihood, a VQ-VAE's code length),
+    the costly ones on `likelihood_n` held-out samples (None: LIKELIHOOD_N); report["likelihoods"]
+    says how and on how many samples each was computed.
     """
     import genlab.data
     from genlab.train.checkpoint import save_json
@@ -116,6 +168,8 @@ def evaluate_run(
 
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ConfigError(f"n={n!r} must be a positive number of samples to draw (default: the held-out split's size, at least {MIN_GENERATED})")
+    likelihood_n = LIKELIHOOD_N if likelihood_n is None else likelihood_n
+    _check_likelihood_n(likelihood_n)  # before the costly part, not after it
     cfg = read_run_config(run_dir)
     model = load_model(run_dir, ema=ema, device=device)
     data = genlab.data.load(**{**cfg["data"], **(data_options or {})})
@@ -130,10 +184,12 @@ def evaluate_run(
     if not torch.isfinite(fake).all():
         raise RunError(f"the model's samples are not finite (NaN or infinite values); the run in '{run_dir}' has diverged: "
                        "resume it from an earlier checkpoint with a smaller --lr, or retrain")
-    report["model"] = {**sample_metrics(real, fake, model.spec, extractor, seed), **_model_likelihood(model, real, seed)}
+    measured, notes = measure_metrics(model, real, seed=seed, likelihood_n=likelihood_n, split=split)
+    report["model"] = {**sample_metrics(real, fake, model.spec, extractor, seed), **_model_likelihood(model, real, seed), **measured}
+    report["likelihoods"] = notes
     for name in baselines:
         if name not in BASELINES:
-            raise GenlabError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
+            raise ConfigError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
         baseline = BASELINES[name](seed=seed).fit(data.split("train"))
         # sample metrics only: the baseline's density was fitted to undequantized values, so its
         # likelihood is not comparable with a model's
@@ -158,4 +214,6 @@ def format_report(report: dict[str, Any]) -> str:
             for c, w in zip(columns, widths)
         )
         lines.append(f"{r:<8}{cells}")
+    for note in report.get("likelihoods", []):
+        lines.append(f"{note['name']}: {note['description']}; on {note['samples']} of {note['of']} {report['split']} {note['unit']}")
     return "\n".join(lines)

@@ -1,6 +1,6 @@
 """Model families. Importing this package registers every model."""
 
-from genlab.models.base import GenerativeModel, Loss
+from genlab.models.base import GenerativeModel, LikelihoodMeasure, Loss
 from genlab.models import latent  # noqa: F401  (registers latent-variable models)
 from genlab.models.diffusion import model as _diffusion  # noqa: F401  (registers diffusion models)
 from genlab.models.diffusion import latent as _latent_diffusion  # noqa: F401  (registers latent diffusion)
@@ -8,4 +8,4 @@ from genlab.models import flows  # noqa: F401  (registers normalizing flows)
 from genlab.models import autoregressive  # noqa: F401  (registers autoregressive models)
 from genlab.models import gan  # noqa: F401  (registers GANs)
 
-__all__ = ["GenerativeModel", "Loss"]
+__all__ = ["GenerativeModel", "LikelihoodMeasure", "Loss"]

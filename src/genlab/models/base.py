@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -26,6 +26,43 @@ class Loss:
 
     total: Tensor
     terms: dict[str, Tensor] = dataclasses.field(default_factory=dict)
+
+
+# what a LikelihoodMeasure's nll is a negative log-probability of, and so how a report states it
+MEASURE_KINDS = ("dequantized", "discrete", "continuous", "code")
+
+
+@dataclasses.dataclass(frozen=True)
+class LikelihoodMeasure:
+    """A likelihood-like quantity a model offers for evaluation besides `log_prob` / `nll_bound`
+    (`GenerativeModel.likelihood_measures`), e.g. a diffusion model's probability-flow ODE
+    likelihood or the code length of a VQ-VAE's prior; the metric layer turns it into a report.
+
+    name: the stem of the report's keys ("nll_ode" -> nll_ode_nats, nll_ode_bits_per_dim).
+    nll: (x (B, *spec.shape) in the data's space, generator or None) -> a negative log-probability
+        per sample in nats, (B,); every random draw it makes (dequantization, trace probes) comes
+        from the generator.
+    kind: "dequantized", "discrete" or "continuous" as in `GenerativeModel.likelihood_kind` (an
+        NLL of x, reported in nats and bits/dim), or "code": -log p of a discrete code of x, not of
+        x itself (reported in bits per image and per pixel, never as bits/dim of x).
+    description: how it is computed, one phrase for the report (e.g. which trace estimator).
+    costly: each sample costs many network evaluations (an ODE solve), so evaluation uses a
+        bounded number of held-out samples.
+    batch_size: samples per call of nll.
+    """
+
+    name: str
+    nll: Callable[[Tensor, "torch.Generator | None"], Tensor]
+    kind: str
+    description: str
+    costly: bool = False
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if self.kind not in MEASURE_KINDS:
+            raise ConfigError(f"LikelihoodMeasure {self.name!r}: kind={self.kind!r} is unknown; choose one of {', '.join(map(repr, MEASURE_KINDS))}")
+        if self.batch_size < 1:
+            raise ConfigError(f"LikelihoodMeasure {self.name!r}: batch_size={self.batch_size} must be >= 1")
 
 
 class GenerativeModel(nn.Module):
@@ -115,6 +152,11 @@ class GenerativeModel(nn.Module):
         "none": not a likelihood at all (e.g. a Bernoulli cross-entropy on grey levels).
         """
         return "continuous" if self.spec.levels is None else "dequantized"
+
+    def likelihood_measures(self) -> list[LikelihoodMeasure]:
+        """Likelihood-like measures besides `log_prob` / `nll_bound` that evaluation reports (see
+        `LikelihoodMeasure`), e.g. a diffusion model's ODE likelihood; the default offers none."""
+        return []
 
     def write_figures(self, directory: Path, generator: torch.Generator) -> list[Path]:
         """Pictures particular to this family (e.g. a diffusion model's denoising trajectory), written

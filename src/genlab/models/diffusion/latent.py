@@ -193,6 +193,16 @@ class LatentDiffusionModel(DiffusionModel):
             "p(x) without the decoder's likelihood; compare models by FID (`genlab eval`)"
         )
 
+    def ode_log_prob(self, x: Tensor, generator: torch.Generator | None = None, **options) -> Tensor:
+        raise NotImplementedError(
+            "latent diffusion has no ODE likelihood of the data: the probability-flow ODE gives a density of the "
+            "latents, which says nothing of p(x) without the decoder's likelihood; compare models by FID (`genlab eval`)"
+        )
+
+    def likelihood_measures(self) -> list:
+        """None: the ODE likelihood would be a density of the latents (see `ode_log_prob`)."""
+        return []
+
 
 # ================================================================================================
 # Finding, checking and calling the autoencoder

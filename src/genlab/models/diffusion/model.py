@@ -24,11 +24,11 @@ from torch import Tensor, nn
 
 from genlab.config import Config
 from genlab.data.dataset import Batch, DataSpec
-from genlab.data.transforms import quantize
+from genlab.data.transforms import dequantize, quantize
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, Loss
+from genlab.models.base import GenerativeModel, LikelihoodMeasure, Loss
 from genlab.models.diffusion.objectives import PREDICTIONS, WEIGHTINGS, DenoisingLoss, EDMPreconditioning, ddpm_vlb
-from genlab.models.diffusion.samplers import SAMPLERS, SampleResult, get_sampler
+from genlab.models.diffusion.samplers import SAMPLERS, SampleResult, get_sampler, ode_log_likelihood
 from genlab.models.diffusion.schedules import SCHEDULES, DiscreteSchedule, NoiseSchedule, get_schedule
 from genlab.nn.builders import resolve_net
 from genlab.nn.dit import DIT_PRESETS, DiT
@@ -39,6 +39,11 @@ from genlab.registry import register
 DIFFUSION_NETS = ("auto", "unet", "dit", "mlp")
 # keywords of each sampler beyond the common ones, taken from the config
 _SAMPLER_OPTIONS = {"ddim": ("eta",), "dpm_solver": ("eta",)}
+# the exact trace costs one backward pass per dimension and Hutchinson's one per probe, so
+# trace="auto" takes the exact one (no estimator noise) only up to this many dimensions
+ODE_EXACT_TRACE_MAX_DIM = 16
+# the tolerances of Song et al. 2021 for their likelihoods (their code's defaults)
+ODE_LIKELIHOOD_TOLERANCE = 1e-5
 
 
 @dataclasses.dataclass
@@ -363,6 +368,66 @@ class DiffusionModel(GenerativeModel):
             levels=self.spec.levels, data_range=(-1.0, 1.0), generator=generator,
         )  # fmt: skip
         return result.total
+
+    def ode_trace(self, trace: str = "auto") -> str:
+        """The divergence estimator `ode_log_prob` uses: trace itself, or for "auto" "exact" up to
+        ODE_EXACT_TRACE_MAX_DIM dimensions of the diffusion space and "hutchinson" above."""
+        if trace != "auto":
+            return trace
+        return "exact" if self.diffusion_spec.dim <= ODE_EXACT_TRACE_MAX_DIM else "hutchinson"
+
+    def ode_log_prob(self, x: Tensor, generator: torch.Generator | None = None, *, trace: str = "auto", probes: int = 1,
+                     rtol: float = ODE_LIKELIHOOD_TOLERANCE, atol: float = ODE_LIKELIHOOD_TOLERANCE) -> Tensor:
+        """log p(x) in nats per sample, (B,), of the density the model's probability-flow ODE defines
+        (Song et al. 2021, appendix D; `samplers.ode_log_likelihood`), in the data's units:
+
+            log p(x) = log p_norm((x - shift) / scale) - sum_i log scale_i,
+
+        the sum the change of variables from the normalised space the diffusion runs in. The density is
+        that of the data noised to the schedule's smallest noisy time t_min (it tends to p(x_0) as
+        t_min -> 0). Data with levels are first uniformly dequantized, x' = a + (v + u) w with one draw
+        u ~ U[0, 1)^D from `generator` (as the flows' `log_prob` does), and log p(x') is returned: its
+        mean, corrected by `genlab.metrics.bits_per_dim(levels=L)`, bounds the discrete NLL.
+
+        trace: "exact", "hutchinson" (`probes` Rademacher vectors from `generator`, unbiased) or
+        "auto" (`ode_trace`). Defined for every schedule; for discrete DDPM schedules it runs the ODE
+        of their continuous-time interpolation (see `likelihood_measures`). x: (B, *spec.shape).
+        """
+        x = x.to(device=self.device, dtype=self._dtype)
+        if self.spec.levels is not None:
+            x = dequantize(x, self.spec, generator)
+        x_norm = self.normalize(x)
+        result = ode_log_likelihood(
+            lambda x_t, t: self.eps(x_t, t), self.schedule, x_norm, method="dopri5", rtol=rtol, atol=atol,
+            trace=self.ode_trace(trace), probes=probes, generator=generator,
+        )  # fmt: skip
+        log_det_normalize = -torch.log(self.data_scale.to(x.dtype).abs()).sum()
+        return result.log_prob + log_det_normalize
+
+    def likelihood_measures(self) -> list[LikelihoodMeasure]:
+        """"nll_ode": -`ode_log_prob` (trace "auto"), for continuous-time schedules ("vp", "subvp", "ve",
+        "edm": the score-sde, ncsn and edm presets) on images and vectors.
+
+        Not for discrete DDPM schedules ("linear", "cosine": the ddpm and dit presets): their network
+        is trained at the N grid times only (Ho et al. 2020, alg. 1), so an ODE in continuous time would
+        query noise levels it never saw, through an interpolation of the schedule that is genlab's, not
+        the model's; their own likelihood is the variational bound `nll_bound`, which evaluation
+        already reports (every one of its N terms). Not for tables: a density of one-hot encoded
+        columns is no likelihood of the table.
+        """
+        if isinstance(self.schedule, DiscreteSchedule) or self.spec.kind not in ("image", "vector"):
+            return []
+        trace = self.ode_trace()
+        how = "exact trace" if trace == "exact" else "Hutchinson trace, 1 Rademacher probe"
+        dequantized = self.spec.levels is not None
+        description = (
+            f"probability-flow ODE likelihood (dopri5, rtol = atol = {ODE_LIKELIHOOD_TOLERANCE:g}, {how})"
+            + (", uniformly dequantized" if dequantized else "")
+        )
+        return [LikelihoodMeasure(
+            "nll_ode", lambda x, generator: -self.ode_log_prob(x, generator), kind="dequantized" if dequantized else "continuous",
+            description=description, costly=True,
+        )]  # fmt: skip
 
     @property
     def _dtype(self) -> torch.dtype:

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from genlab.config import Config
 from genlab.data.dataset import Batch, DataSpec
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, Loss
+from genlab.models.base import GenerativeModel, LikelihoodMeasure, Loss
 from genlab.nn.activations import get_activation
 from genlab.nn.conv import ResidualBlock, Upsample, conv_norm
 from genlab.nn.builders import NETS, build_decoder, build_encoder, resolve_net
@@ -547,6 +547,16 @@ class VQVAE(GenerativeModel):
 
     def likelihood_kind(self) -> str:
         return "none"
+
+    def likelihood_measures(self) -> list[LikelihoodMeasure]:
+        """"code_length": -log p(k(x)) of x's code grid under the prior, in nats (the report gives
+        bits per image, `code_length_bits`, and per pixel). A rate, not a likelihood of x: the
+        codes keep only what the decoder reconstructs, so it is no bits/dim of the data."""
+        h, w = self.grid_side
+        description = f"code length of x's {h}x{w} code grid under the {self.config.prior} prior, -log2 p(codes)"
+        return [LikelihoodMeasure(
+            "code_length", lambda x, generator: -self.prior_log_prob(self.encode_indices(x)), kind="code", description=description,
+        )]  # fmt: skip
 
     @property
     def _dtype(self) -> torch.dtype:
