@@ -14,7 +14,7 @@ from torch.autograd.functional import jacobian
 import genlab
 from genlab.data import Batch, DataSpec
 from genlab.errors import ConfigError
-from genlab.metrics.evaluate_run import likelihood_metrics
+from genlab.metrics.report import likelihood_metrics
 from genlab.models.autoregressive import (
     DiscretizedLogisticMixture,
     GatedPixelCNN,

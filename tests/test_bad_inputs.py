@@ -9,7 +9,7 @@ diffusion model on that VAE, and a copy of the VAE whose weights are NaN.
 
 from __future__ import annotations
 
-import os
+import random
 import shutil
 import sys
 from pathlib import Path
@@ -48,8 +48,8 @@ def runs(tmp_path_factory):
     files.mkdir()
     Image.fromarray(np.full((8, 8), 128, np.uint8)).save(files / "image.png")
     Image.fromarray(np.full((8, 8), 255, np.uint8)).save(files / "mask.png")
-    (files / "random.bin").write_bytes(os.urandom(500))
-    (files / "random.png").write_bytes(os.urandom(500))
+    (files / "random.bin").write_bytes(random.Random(0).randbytes(500))
+    (files / "random.png").write_bytes(random.Random(1).randbytes(500))
     (files / "afile").write_text("not a folder")
     (files / "empty").mkdir()
     (files / "one_row.csv").write_text("a,b\n1,2\n")

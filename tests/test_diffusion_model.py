@@ -14,6 +14,7 @@ from genlab.errors import ConfigError
 from genlab.models.diffusion import GaussianMixtureData
 from genlab.models.diffusion.analytic import ExactDenoiserNetwork
 from genlab.models.diffusion.model import DiffusionConfig, DiffusionModel
+from genlab.train.engine import write_model_figures
 from genlab.models.diffusion.objectives import ddpm_vlb
 from genlab.registry import entries
 
@@ -85,7 +86,7 @@ def test_trajectory_ends_at_the_sample_and_fit_writes_its_picture(tmp_path):
     assert len(path) == 11 and all(x.shape == (7, 2) for x in path)
     torch.testing.assert_close(path[-1], final)  # the same draws: the path ends at the sample
     assert path[0].std() > final.std()  # vectors are not clamped: the start is the broad prior, in data units
-    (written,) = model.write_figures(tmp_path, torch.Generator().manual_seed(0))
+    (written,) = write_model_figures(model, tmp_path, torch.Generator().manual_seed(0))
     assert written == tmp_path / "trajectory.png" and written.stat().st_size > 0
 
 

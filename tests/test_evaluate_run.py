@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import genlab
 from genlab.data import DataSpec
-from genlab.metrics.evaluate_run import format_report, measure_metrics
+from genlab.metrics.report import format_report, measure_metrics
 from genlab.models.diffusion import GaussianMixtureData
 from genlab.models.diffusion.analytic import ExactDenoiserNetwork
 from genlab.models.diffusion.model import DiffusionConfig, DiffusionModel

@@ -28,6 +28,7 @@ from genlab.metrics import (
     train_feature_classifier,
 )
 from genlab.metrics import kernels as kernels_module
+from genlab.nn import kernels as nn_kernels
 from genlab.metrics import manifold as manifold_module
 from genlab.metrics.features import _random_shift, classifier_accuracy
 
@@ -141,7 +142,7 @@ def test_mmd_median_heuristic_and_blocked_sums(monkeypatch):
     median = np.median(scipy.spatial.distance.pdist(x))
     explicit = mmd(x, y, bandwidths=[median * c for c in (0.25, 0.5, 1, 2, 4)])
     assert mmd(x, y) == pytest.approx(explicit, rel=1e-10)
-    monkeypatch.setattr(kernels_module, "_BLOCK_ELEMENTS", 64)  # row blocks of 1-2 rows
+    monkeypatch.setattr(nn_kernels, "_BLOCK_ELEMENTS", 64)  # row blocks of 1-2 rows
     assert mmd(x, y) == pytest.approx(explicit, rel=1e-10)
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from genlab.data import DataSpec, gaussian_mixture, sample_toy
-from genlab.metrics.evaluate_run import sample_metrics
+from genlab.metrics.report import sample_metrics
 from genlab.metrics.modes import default_min_samples, is_gaussian_mixture, mode_coverage, toy_mode_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -8,6 +8,7 @@ line on stderr, no traceback).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -73,8 +74,8 @@ def test_every_checkpoint_genlab_writes_loads_without_pickle(trained):
     assert state["step"] == 6 and set(state["optimizers"]) == {"model"}
 
 
-def garbage(path: Path) -> None:
-    path.write_bytes(os.urandom(300))
+def garbage(path: Path, seed: int = 0) -> None:
+    path.write_bytes(random.Random(seed).randbytes(300))
 
 
 def truncate(path: Path) -> None:
@@ -122,6 +123,15 @@ def test_a_damaged_state_pt_is_one_clear_error_on_resume(run, damage, capsys):
     assert main(["train", "vae", "--out", str(run), "--resume", "--max-steps", "9", "--no-progress"]) == 2
     assert "state.pt is damaged" in one_error_line(capsys), "a damaged file is not called a payload"
     assert genlab.load(run).sample(3).shape == (3, 2)  # the weights themselves are still usable
+
+
+def test_any_random_bytes_as_state_pt_are_one_run_error(tmp_path):
+    from genlab.train.checkpoint import load_state
+
+    for seed in range(40):  # random bytes fail inside the unpickler in many different ways
+        garbage(tmp_path / "state.pt", seed)
+        with pytest.raises(RunError, match="state.pt is damaged"):
+            load_state(tmp_path / "state.pt")
 
 
 def test_a_torn_last_metrics_line_is_tolerated_and_resume_goes_on(run, capsys):

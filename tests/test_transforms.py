@@ -7,7 +7,7 @@ import torch
 import genlab
 from genlab.data import DataSpec
 from genlab.data.transforms import dequantize, levels_of, quantize
-from genlab.metrics.evaluate_run import likelihood_metrics
+from genlab.metrics.report import likelihood_metrics
 
 DIGITS = DataSpec("d", kind="image", shape=(1, 2, 2), value_range=(0.0, 1.0), levels=17)
 

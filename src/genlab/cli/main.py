@@ -306,7 +306,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from genlab.metrics.evaluate_run import evaluate_run, format_report
+    from genlab.apps.evaluate import evaluate_run
+    from genlab.metrics.report import format_report
 
     report = evaluate_run(
         args.run, extractor=args.extractor, n=args.n, split=args.split, baselines=args.baseline,

@@ -1,6 +1,6 @@
 """Maps between discrete data and the continuous space densities live in.
 
-Convention (shared with `genlab.metrics.likelihood.bits_per_dim`): data with L levels per dimension,
+Convention (shared with `genlab.nn.likelihood.bits_per_dim`): data with L levels per dimension,
 stored as a + v (b - a) / (L - 1) for v in {0..L-1} within value_range (a, b), is dequantized into
 bins of width w = (b - a) / L, level v owning [a + v w, a + (v + 1) w).
 """

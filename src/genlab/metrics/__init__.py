@@ -19,7 +19,7 @@ from genlab.metrics.features import (
 )
 from genlab.metrics.frechet import fid, frechet_distance, gaussian_statistics
 from genlab.metrics.inception import InceptionV3Features
-from genlab.metrics.likelihood import bits_per_dim, nats_to_bits_per_dim
+from genlab.nn.likelihood import bits_per_dim, nats_to_bits_per_dim
 from genlab.metrics.kernels import kid, mmd
 from genlab.metrics.manifold import precision_recall
 

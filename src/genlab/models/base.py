@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Sequence
+from typing import Any, Callable, ClassVar, Protocol, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -13,8 +13,24 @@ from genlab.config import Config
 from genlab.data.dataset import Batch, DataSpec, Dataset
 from genlab.errors import ConfigError
 
-if TYPE_CHECKING:
-    from genlab.train.engine import StepContext
+
+class StepContext(Protocol):
+    """What a model with several players (GANs) gets in `training_step(batch, ctx)` from the engine
+    (`genlab.train.engine.EngineStepContext` implements it; a test may pass any object that does):
+
+    ctx.optimizers[name]; ctx.step, the updates done so far; `with ctx.autocast():` around forward
+    passes; ctx.backward(loss); ctx.optimizer_step(name) unscales, averages gradients over processes,
+    clips, steps, zeroes the gradients and advances that optimizer's learning-rate schedule.
+    """
+
+    optimizers: dict[str, torch.optim.Optimizer]
+    step: int
+
+    def autocast(self) -> contextlib.AbstractContextManager: ...
+
+    def backward(self, loss: Tensor) -> None: ...
+
+    def optimizer_step(self, name: str) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +81,15 @@ class LikelihoodMeasure:
             raise ConfigError(f"LikelihoodMeasure {self.name!r}: batch_size={self.batch_size} must be >= 1")
 
 
+@dataclasses.dataclass(frozen=True)
+class Trajectory:
+    """states: the path's states, each (n, *spec.shape) in the data's units, from the start (noise)
+    to the end (samples); title: what the picture is of."""
+
+    states: list[Tensor]
+    title: str
+
+
 class GenerativeModel(nn.Module):
     """Base of every model: `loss(batch)`, `sample(n)`, and `log_prob(x)` or a named bound.
 
@@ -99,7 +124,7 @@ class GenerativeModel(nn.Module):
     def forward(self, batch: Batch) -> Loss:
         return self.loss(batch)
 
-    def training_step(self, batch: Batch, ctx: "StepContext") -> Loss:
+    def training_step(self, batch: Batch, ctx: StepContext) -> Loss:
         """One update for models with several players (set `has_custom_step = True`).
 
         Use `ctx.optimizers[name]`, `with ctx.autocast():`, `ctx.backward(loss)` and
@@ -158,11 +183,11 @@ class GenerativeModel(nn.Module):
         `LikelihoodMeasure`), e.g. a diffusion model's ODE likelihood; the default offers none."""
         return []
 
-    def write_figures(self, directory: Path, generator: torch.Generator) -> list[Path]:
-        """Pictures particular to this family (e.g. a diffusion model's denoising trajectory), written
-        into the run directory by `genlab.fit` after the final samples; returns their paths. The
-        default writes none."""
-        return []
+    def trajectory(self, generator: torch.Generator) -> Trajectory | None:
+        """The path from noise to data a picture of this family shows (a diffusion sampler's), or None.
+        `genlab.fit` draws it as trajectory.png in the run directory after the final samples (the
+        pictures are viz's: a model only exposes what they need). The default has none."""
+        return None
 
     # -- helpers --------------------------------------------------------------------------
     @property

@@ -1,4 +1,5 @@
-"""Saving and loading weights and training state, atomically (see genlab.files)."""
+"""Saving and loading training state and run files, atomically (see genlab.files); the weights'
+safetensors reader and writer are `genlab.weights`'s, re-exported here."""
 
 from __future__ import annotations
 
@@ -9,38 +10,11 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
-
 from genlab.errors import RunError
 from genlab.files import atomic_path
+from genlab.weights import first_line, load_weights, save_weights
 
-
-def save_weights(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write a module's state dict as safetensors. Tied tensors are stored once per name (cloned)."""
-    state = {k: v.detach().contiguous().clone() if _shares_storage(v) else v.detach().contiguous() for k, v in module.state_dict().items()}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=metadata)
-
-
-def _shares_storage(t: torch.Tensor) -> bool:
-    # safetensors refuses views into a larger storage; cloning such tensors is cheap for our sizes
-    return t.untyped_storage().nbytes() != t.numel() * t.element_size()
-
-
-def load_weights(module: nn.Module, path: str | Path, device: torch.device | str | None = None) -> None:
-    """Load safetensors weights into `module`; a damaged file, or weights of another model or shape,
-    is a RunError naming the file (safetensors holds tensors only: nothing in it runs)."""
-    try:
-        state = load_file(str(path), device=str(device) if device is not None else "cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise RunError(f"{path} is damaged or not a safetensors file ({_first_line(exc)}); restore it from a copy of the run or retrain") from None
-    try:
-        module.load_state_dict(state)
-    except RuntimeError as exc:
-        raise RunError(f"{path} holds weights of another model or shape than its config.yaml describes "
-                       f"({_first_line(exc, skip='Error(s) in loading')}); restore the run's files together or retrain") from None  # fmt: skip
+__all__ = ["STATE_KEYS", "load_state", "load_weights", "save_json", "save_torch", "save_weights", "save_yaml"]
 
 
 def load_state(path: str | Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -54,8 +28,8 @@ def load_state(path: str | Path, device: torch.device | str = "cpu") -> dict[str
             raise RunError(f"{path} is damaged or not a checkpoint (it does not unpickle); delete it to start over, or restore it from a copy") from None
         raise RunError(f"{path} holds objects other than tensors and numbers, which genlab never writes; it was not "
                        "loaded (a pickle payload cannot run). Delete it and resume from the weights by retraining") from None  # fmt: skip
-    except (RuntimeError, OSError, EOFError, ValueError, KeyError) as exc:
-        raise RunError(f"{path} is damaged or truncated ({_first_line(exc)}); delete it to start over, or restore it from a copy") from None
+    except Exception as exc:  # bytes that are no checkpoint fail inside the unpickler in many ways
+        raise RunError(f"{path} is damaged or truncated ({first_line(exc)}); delete it to start over, or restore it from a copy") from None
     if not isinstance(state, dict) or not STATE_KEYS <= set(state):
         raise RunError(f"{path} is not a genlab training state (it lacks {sorted(STATE_KEYS - set(state)) if isinstance(state, dict) else 'a mapping'})")
     return state
@@ -63,12 +37,6 @@ def load_state(path: str | Path, device: torch.device | str = "cpu") -> dict[str
 
 # what `genlab.fit` writes into state.pt
 STATE_KEYS = {"step", "model", "optimizers", "schedulers", "scaler", "sampler", "rng"}
-
-
-def _first_line(exc: BaseException, skip: str = "") -> str:
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip() and not line.strip().startswith(skip or "\0")]
-    text = lines[0] if lines else type(exc).__name__
-    return text if len(text) <= 160 else text[:157] + "..."
 
 
 def save_torch(obj: Any, path: str | Path) -> None:

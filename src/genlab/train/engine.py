@@ -23,7 +23,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from genlab.data.dataset import Batch, Dataset
 from genlab.errors import ArgumentTypeError, ConfigError, DataError, GenlabError, RunError, RunNotFoundError, TrainingError, TrainingWarning
 from genlab.files import atomic_write, remove_stale_temporaries
-from genlab.models.base import GenerativeModel, Loss
+from genlab.models.base import GenerativeModel, Loss, StepContext
 from genlab.train import distributed
 from genlab.train.checkpoint import load_state, save_torch, save_weights, save_yaml
 from genlab.train.config import TrainConfig
@@ -97,13 +97,9 @@ class EpochSampler:
         self._perm = self._permutation()
 
 
-class StepContext:
-    """What a model with several players (GANs) gets in `training_step(batch, ctx)`.
-
-    ctx.optimizers[name]; `with ctx.autocast():` around forward passes; ctx.backward(loss);
-    ctx.optimizer_step(name) unscales, averages gradients over processes, clips, steps, zeroes the
-    gradients and advances that optimizer's learning-rate schedule.
-    """
+class EngineStepContext(StepContext):
+    """The engine's `genlab.models.base.StepContext`: optimizer steps with its precision, clipping,
+    schedules and (under DDP) gradient averaging."""
 
     def __init__(self, engine: "_Engine") -> None:
         self._engine = engine
@@ -372,7 +368,7 @@ class _Engine:
         """One optimizer update on a global batch; returns the batch's loss terms (detached)."""
         rank_slice = indices[self.dist.rank * self.per_process : (self.dist.rank + 1) * self.per_process]
         if self.custom:
-            ctx = StepContext(self)
+            ctx = EngineStepContext(self)
             ctx.step = self.step
             loss = self.model.training_step(self.batch(rank_slice), ctx)
             if not torch.isfinite(loss.total):
@@ -626,7 +622,7 @@ class _Engine:
             atomic_write(self.paths.samples_dir / f"step_{self.step:07d}.png", lambda f: f.write(path.read_bytes()))
             model.eval()
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                model.write_figures(self.paths.root, torch.Generator(device="cpu").manual_seed(self.cfg.seed))
+                write_model_figures(model, self.paths.root, torch.Generator(device="cpu").manual_seed(self.cfg.seed))
             model.train(was_training)
 
     def _write_curves(self) -> None:
@@ -634,6 +630,17 @@ class _Engine:
 
         if self.history:
             plot_training_curves(self.history, self.paths.curves)
+
+
+def write_model_figures(model: GenerativeModel, directory: Path, generator: torch.Generator) -> list[Path]:
+    """The pictures particular to a model's family, drawn into `directory`: trajectory.png where the
+    model has a `trajectory`. Returns the paths written."""
+    from genlab.viz import plot_trajectory
+
+    path = model.trajectory(generator)
+    if path is None:
+        return []
+    return [plot_trajectory(path.states, model.spec, Path(directory) / "trajectory.png", title=path.title)]
 
 
 def _comparable_source(source: dict[str, Any]) -> dict[str, Any]:

@@ -246,7 +246,7 @@ def _classifier_path(path: str | Path) -> Path:
 def save_classifier(classifier: NoisyClassifier, path: str | Path) -> Path:
     """Write the classifier's weights and architecture to a safetensors file; a run directory (or a path
     without a suffix) gets `classifier.safetensors` inside it. Returns the file's path."""
-    from genlab.train.checkpoint import save_weights  # lazily: the training layer sits above models
+    from genlab.weights import save_weights
 
     path = _classifier_path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -259,7 +259,7 @@ def load_classifier(path: str | Path, *, device: torch.device | str | None = Non
     classifier.safetensors), in eval mode."""
     from safetensors import safe_open
 
-    from genlab.train.checkpoint import load_weights
+    from genlab.weights import load_weights
 
     path = _classifier_path(path)
     if not path.is_file():

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -26,7 +25,7 @@ from genlab.config import Config
 from genlab.data.dataset import Batch, DataSpec
 from genlab.data.transforms import dequantize, quantize
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, LikelihoodMeasure, Loss
+from genlab.models.base import GenerativeModel, LikelihoodMeasure, Loss, Trajectory
 from genlab.models.diffusion.objectives import PREDICTIONS, WEIGHTINGS, DenoisingLoss, EDMPreconditioning, ddpm_vlb
 from genlab.models.diffusion.samplers import SAMPLERS, SampleResult, get_sampler, ode_log_likelihood
 from genlab.models.diffusion.schedules import SCHEDULES, DiscreteSchedule, NoiseSchedule, get_schedule
@@ -328,17 +327,13 @@ class DiffusionModel(GenerativeModel):
         to_data = self.to_data_space if self.spec.kind == "image" else lambda x: self.denormalize(x.float())
         return [to_data(x) for x in result.trajectory]
 
-    def write_figures(self, directory: Path, generator: torch.Generator) -> list[Path]:
-        """trajectory.png: the default sampler's path from noise to data (8 images, or 2,000 points
-        for 2-D data)."""
-        from genlab.viz import plot_trajectory
-
+    def trajectory(self, generator: torch.Generator) -> Trajectory | None:
+        """The default sampler's path from noise to data: 8 images, or 2,000 points of 2-D data."""
         if self.spec.kind != "image" and self.spec.dim != 2:
-            return []
+            return None
         n = 8 if self.spec.kind == "image" else 2000
         path = self.sample_trajectory(n, generator=generator)
-        title = f"{self.name}: {self.default_sampler} sampler, noise to data"
-        return [plot_trajectory([x.cpu() for x in path], self.spec, Path(directory) / "trajectory.png", title=title)]
+        return Trajectory([x.cpu() for x in path], f"{self.name}: {self.default_sampler} sampler, noise to data")
 
     def to_data_space(self, x: Tensor) -> Tensor:
         """From the normalised space back to the data's units, clamped to its value range and, for

@@ -485,7 +485,7 @@ class VLBResult:
     prior, diffusion, decoder: (B,). per_step: (B, N) with column t - 1 holding L_{t-1} for t = 1..N
     (column 0 is L_0) when every step was evaluated, else None. dim: the number of data dimensions D.
     With levels set, it bounds the NLL of the discrete L-level data itself, so bits/dim is
-    total / (D ln 2) without a dequantization correction (genlab.metrics.likelihood.bits_per_dim with
+    total / (D ln 2) without a dequantization correction (genlab.nn.likelihood.bits_per_dim with
     levels=None); it is comparable with a continuous density's bits_per_dim(nll, D, levels=L).
     """
 

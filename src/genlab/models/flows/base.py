@@ -329,7 +329,7 @@ class FlowModel(GenerativeModel):
         Continuous data: the exact density. Data with levels: the density of the uniformly
         dequantized data at one draw x' = dequantize(x) (from `generator`, else a fixed seed, so
         the same x gives the same value); its mean over data estimates E_u[log p(x')], which
-        bounds log P(v) + D log w (see `genlab.metrics.likelihood`).
+        bounds log P(v) + D log w (see `genlab.nn.likelihood`).
         With variational dequantization there is no exact density of the discrete data: use
         `nll_bound`. cond: (B,) labels for a class-conditional flow; without them, a conditional
         flow gives the marginal log (1/K) sum_k p(x | k) under uniform class probabilities
@@ -373,7 +373,7 @@ class FlowModel(GenerativeModel):
         """total = mean_b [-log p(x'_b) + log q(u_b|x_b)] (nats per example; log q = 0 unless the
         dequantization is variational); terms: nll (nats) and bits_per_dim (with the
         dequantization correction on discrete data)."""
-        from genlab.metrics.likelihood import bits_per_dim
+        from genlab.nn.likelihood import bits_per_dim
 
         context = self.context(batch.y)
         x, log_q = self.dequantize_with_log_q(batch.x, None, context)

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from genlab.config import Config
 from genlab.data.dataset import Batch, DataSpec
 from genlab.errors import ConfigError
-from genlab.metrics.kernels import inverse_multiquadratic_kernel, unbiased_mmd2
+from genlab.nn.kernels import inverse_multiquadratic_kernel, unbiased_mmd2
 from genlab.models.base import GenerativeModel, Loss
 from genlab.models.gan.losses import build_loss
 from genlab.models.gan.nets import Discriminator, DiscriminatorHead, MLPDiscriminatorTrunk
@@ -598,7 +598,7 @@ class WassersteinAutoencoder(PriorMatchingAutoencoder):
     E_x c(x, g(f(x))) + lambda D_Z(q(z), p(z)) with D_Z either
 
     - penalty="mmd" (WAE-MMD, their Algorithm 2): lambda MMD^2_u between the batch's codes
-      and as many prior draws, with the unbiased estimator (`genlab.metrics.kernels.unbiased_mmd2`)
+      and as many prior draws, with the unbiased estimator (`genlab.nn.kernels.unbiased_mmd2`)
       and the inverse multiquadratic kernel; one optimizer, the engine's step;
     - penalty="gan" (WAE-GAN, their Algorithm 1): a latent discriminator (`LatentAdversary`), D
       trained to tell prior draws from codes, the encoder and decoder on

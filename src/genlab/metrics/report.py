@@ -1,21 +1,20 @@
-"""Evaluate a trained run against held-out data: sample metrics, likelihood, and baselines."""
+"""Scores of a model's samples and likelihoods against held-out data, in the units each measure
+declares, and the table `genlab eval` prints; `genlab.apps.evaluate` reads the run and calls them."""
 
 from __future__ import annotations
 
 import math
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from genlab.data.dataset import DataSpec
 from genlab.errors import ConfigError, RunError
-from genlab.metrics.baselines import BASELINES
 from genlab.metrics.evaluate import evaluate_samples
 from genlab.metrics.features import shipped_extractors
 from genlab.metrics.kernels import mmd
-from genlab.metrics.likelihood import bits_per_dim
+from genlab.nn.likelihood import bits_per_dim
 from genlab.metrics.manifold import precision_recall
 from genlab.metrics.modes import is_gaussian_mixture, toy_mode_metrics
 
@@ -71,7 +70,7 @@ def nll_metrics(nll: Tensor, spec: DataSpec, *, kind: str, key: str) -> dict[str
     return {f"{key}_nats": float(nll.mean()), f"{key}_bits_per_dim": float(bpd.mean())}
 
 
-def _model_likelihood(model, x: Tensor, seed: int) -> dict[str, float]:
+def model_likelihood(model, x: Tensor, seed: int) -> dict[str, float]:
     device = model.device
     parts: list[Tensor] = []
     kind = model.likelihood_kind()
@@ -99,7 +98,7 @@ def measure_metrics(model, x: Tensor, *, seed: int, likelihood_n: int = LIKELIHO
     many of the N samples ("images" or "samples") it was computed. A costly measure uses `likelihood_n` of the N samples, drawn without
     replacement from a generator seeded with `seed`; the others use all. Every draw a measure
     makes comes from one generator seeded with `seed`, so the same seed gives the same report."""
-    _check_likelihood_n(likelihood_n)
+    check_likelihood_n(likelihood_n)
     metrics: dict[str, float] = {}
     notes: list[dict[str, Any]] = []
     unit = "images" if model.spec.kind == "image" else "samples"
@@ -118,7 +117,7 @@ def measure_metrics(model, x: Tensor, *, seed: int, likelihood_n: int = LIKELIHO
     return metrics, notes
 
 
-def _check_likelihood_n(likelihood_n: int) -> None:
+def check_likelihood_n(likelihood_n: int) -> None:
     if likelihood_n < 1:
         raise ConfigError(f"likelihood_n={likelihood_n} must be >= 1 (held-out samples for the costly likelihoods); pass e.g. --likelihood-n 256")
 
@@ -138,64 +137,6 @@ def default_extractor(spec: DataSpec) -> str | None:
 # Generated samples drawn by default when the held-out split is smaller: FID from a few hundred
 # samples varies far more between seeds than between models (the README's VAE section has figures).
 MIN_GENERATED = 1000
-
-
-def evaluate_run(
-    run_dir: str | Path,
-    *,
-    extractor: str | None = None,
-    n: int | None = None,
-    split: str = "test",
-    baselines: Sequence[str] = (),
-    seed: int = 0,
-    ema: bool = True,
-    device: str | None = None,
-    data_options: dict[str, Any] | None = None,
-    likelihood_n: int | None = None,
-) -> dict[str, Any]:
-    """Sample metrics and likelihood of a run's model on the held-out `split` of its data, and of
-    each baseline (e.g. "gmm") fitted to the same training split. Writes RUN/eval.json.
-
-    The model draws as many samples as the split holds, at least MIN_GENERATED (or n), from a
-    generator seeded with `seed`. Besides `log_prob` / `nll_bound`, the model's
-    `likelihood_measures` are reported (a diffusion model's ODE likelihood, a VQ-VAE's code length),
-    the costly ones on `likelihood_n` held-out samples (None: LIKELIHOOD_N); report["likelihoods"]
-    says how and on how many samples each was computed.
-    """
-    import genlab.data
-    from genlab.train.checkpoint import save_json
-    from genlab.train.run import load_model, read_run_config
-
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ConfigError(f"n={n!r} must be a positive number of samples to draw (default: the held-out split's size, at least {MIN_GENERATED})")
-    likelihood_n = LIKELIHOOD_N if likelihood_n is None else likelihood_n
-    _check_likelihood_n(likelihood_n)  # before the costly part, not after it
-    cfg = read_run_config(run_dir)
-    model = load_model(run_dir, ema=ema, device=device)
-    data = genlab.data.load(**{**cfg["data"], **(data_options or {})})
-    held_out = data.split(split)
-    real, _ = held_out.tensors()
-    n = n or max(len(real), MIN_GENERATED)
-    extractor = extractor or default_extractor(model.spec)
-
-    report: dict[str, Any] = {"run": str(run_dir), "split": split, "n_real": len(real), "n_fake": n,
-                              "extractor": extractor, "seed": seed}
-    fake = sample_in_batches(model, n, seed=seed)
-    if not torch.isfinite(fake).all():
-        raise RunError(f"the model's samples are not finite (NaN or infinite values); the run in '{run_dir}' has diverged: "
-                       "resume it from an earlier checkpoint with a smaller --lr, or retrain")
-    measured, notes = measure_metrics(model, real, seed=seed, likelihood_n=likelihood_n, split=split)
-    report["model"] = {**sample_metrics(real, fake, model.spec, extractor, seed), **_model_likelihood(model, real, seed), **measured}
-    report["likelihoods"] = notes
-    for name in baselines:
-        if name not in BASELINES:
-            raise ConfigError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
-        baseline = BASELINES[name](seed=seed).fit(data.split("train"))
-        # sample metrics only: the baseline's density was fitted to undequantized values, so its
-        # likelihood is not comparable with a model's
-        report[name] = sample_metrics(real, baseline.sample(n, seed=seed), model.spec, extractor, seed)
-    save_json(report, Path(run_dir) / "eval.json")
-    return report
 
 
 def format_report(report: dict[str, Any]) -> str:
