@@ -50,6 +50,8 @@ def runs(tmp_path_factory):
     Image.fromarray(np.full((8, 8), 255, np.uint8)).save(files / "mask.png")
     (files / "random.bin").write_bytes(random.Random(0).randbytes(500))
     (files / "random.png").write_bytes(random.Random(1).randbytes(500))
+    (files / "random.safetensors").write_bytes(random.Random(2).randbytes(500))
+    (files / "random.pth").write_bytes(random.Random(3).randbytes(500))
     (files / "afile").write_text("not a folder")
     (files / "empty").mkdir()
     (files / "one_row.csv").write_text("a,b\n1,2\n")
@@ -132,6 +134,8 @@ CLI_CASES = [
     ("eval n negative", ["eval", "{vae}", "-n", "-5"], "n=-5"),
     ("eval n zero", ["eval", "{vae}", "-n", "0"], "n=0"),
     ("eval extractor random bytes", ["eval", "{vae}", "--extractor", "{files}/random.bin", "-n", "20"], "random.bin"),
+    ("eval extractor random safetensors", ["eval", "{vae}", "--extractor", "{files}/random.safetensors", "-n", "20"], "is not a safetensors file"),
+    ("eval extractor random pth", ["eval", "{vae}", "--extractor", "{files}/random.pth", "-n", "20"], "cannot read Inception weights"),
     ("eval extractor missing", ["eval", "{vae}", "--extractor", "{tmp}/none.safetensors", "-n", "20"], "none.safetensors"),
     ("eval extractor unknown name", ["eval", "{vae}", "--extractor", "nosuch", "-n", "20"], "nosuch"),
     ("eval split unknown", ["eval", "{vae}", "--split", "nosuch"], "invalid choice: 'nosuch'"),

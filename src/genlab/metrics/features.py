@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.errors import ConfigError, DataError
+from genlab.weights import first_line
 
 FORMAT = "genlab.classifier_features/1"
 
@@ -135,18 +136,30 @@ class ClassifierFeatures(FeatureExtractor):
         path = Path(path)
         if not path.is_file():
             raise DataError(f"feature extractor file {str(path)!r} does not exist")
-        with safetensors.safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
+        try:
+            with safetensors.safe_open(str(path), framework="pt") as f:
+                metadata = f.metadata() or {}
+        except (safetensors.SafetensorError, OSError) as exc:
+            raise DataError(f"{str(path)!r} is not a safetensors file ({first_line(exc)}); make a feature extractor with "
+                            "scripts/train_feature_extractor.py") from None  # fmt: skip
         if metadata.get("format") != FORMAT:
             raise DataError(
                 f"{str(path)!r} is not a genlab classifier feature extractor (no {FORMAT!r} metadata); "
                 f"make one with scripts/train_feature_extractor.py"
             )
-        config = json.loads(metadata["config"])
-        config["input_shape"] = tuple(config["input_shape"])
-        config["widths"] = tuple(config["widths"])
-        model = cls(**config, info=json.loads(metadata.get("info", "{}")))
-        model.load_state_dict(safetensors.torch.load_file(str(path)))
+        try:
+            config = json.loads(metadata["config"])
+            config["input_shape"] = tuple(config["input_shape"])
+            config["widths"] = tuple(config["widths"])
+            model = cls(**config, info=json.loads(metadata.get("info", "{}")))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{str(path)!r} has a damaged feature-extractor config ({first_line(exc)}); remake it with "
+                            "scripts/train_feature_extractor.py") from None  # fmt: skip
+        try:
+            model.load_state_dict(safetensors.torch.load_file(str(path)))
+        except (safetensors.SafetensorError, RuntimeError) as exc:
+            raise DataError(f"{str(path)!r} holds weights that do not fit its own config ({first_line(exc, skip='Error(s) in loading')}); "
+                            "remake it with scripts/train_feature_extractor.py") from None  # fmt: skip
         return model.eval().requires_grad_(False).to(device or "cpu")
 
 

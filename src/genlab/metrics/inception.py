@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.errors import DataError
+from genlab.weights import first_line
 from genlab.metrics.features import FeatureExtractor
 
 WEIGHTS_FILE = "pt_inception-2015-12-05-6726825d.pth"
@@ -243,8 +244,8 @@ def load_inception_weights(path: str | Path) -> dict[str, Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # a truncated download, an HTML page saved as .pth
-        message = f"cannot read Inception weights {str(path)!r}: {error}; download {WEIGHTS_FILE} again"
-        raise DataError(message) from error
+        message = f"cannot read Inception weights {str(path)!r} ({first_line(error)}); download {WEIGHTS_FILE} again"
+        raise DataError(message) from None
     if not isinstance(state, dict) or "Mixed_7c.branch_pool.conv.weight" not in state:
         raise DataError(f"{str(path)!r} is not pytorch-fid's Inception state dict ({WEIGHTS_FILE} from {WEIGHTS_URL})")
     return state
