@@ -30,16 +30,16 @@ from genlab.registry import register
 COUPLINGS = ("affine", "additive")
 SCALES = ("tanh", "sigmoid")
 
-# Training options by kind of data (measured with 2 CPU threads or fewer): the 1,437 training
-# images of `digits` overfit after ~2,000 steps at batch 128 (validation bits/dim rise again); the
-# 2D toys (8,000 points) keep improving to ~5,000 steps at batch 256. ema_decay 0.99 rather than
-# the engine's 0.999: averaging the weights over ~1,000 steps cost 0.15 nats on 8gaussians.
+# Training options by kind of data: a small image set overfits sooner (validation bits/dim rise
+# again) than the 2D toys, which are drawn afresh in thousands of points. ema_decay 0.99 rather than
+# the engine's 0.999: an average of a flow's weights over many steps is not an average of its
+# densities (README, "Why these defaults").
 TRAIN_DEFAULTS = {
     "image": {"max_steps": 2000, "batch_size": 128, "lr": 1e-3, "lr_schedule": "cosine", "grad_clip": 10.0, "ema_decay": 0.99},
     "vector": {"max_steps": 5000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine", "grad_clip": 10.0, "ema_decay": 0.99},
 }
-# conditioner dropout when the config leaves it None: on digits, 0.1 took the test bits/dim from
-# 2.13 to 1.99 (RealNVP, 2,000 steps); the toys have data enough not to need it
+# conditioner dropout when the config leaves it None: against the overfitting of small image sets;
+# the toys have data enough not to need it
 IMAGE_DROPOUT = 0.1
 
 

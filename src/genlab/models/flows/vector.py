@@ -46,11 +46,9 @@ from genlab.registry import register
 PERMUTATIONS = ("reverse", "random", "none")
 NSF_TRANSFORMS = ("coupling", "autoregressive")
 
-# Measured on 8gaussians (10,000 points, batch 256, 3,000 steps, cosine decay): nsf's test NLL was
-# 2.861 nats at lr 1e-3 and 2.869 at 2e-3. No EMA: the cosine decay to 0 already settles the weights,
-# and an average of a flow's weights is not an average of its densities; the engine's EMA (decay
-# 0.999, which keeps 5% of the first steps' weights after 3,000 steps) made every test NLL worse:
-# maf on moons 2.514 against 2.425 nats, nsf on 8gaussians 2.874 against 2.869.
+# No EMA: the cosine decay to 0 already settles the weights, and an average of a flow's weights is
+# not an average of its densities; the engine's 0.999 would also keep a share of the first steps'
+# weights after a run this short (README, "Why these defaults").
 _TOY_TRAIN_DEFAULTS: dict[str, Any] = {"max_steps": 3000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine", "ema_decay": 0.0}
 
 

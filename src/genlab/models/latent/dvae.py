@@ -187,7 +187,7 @@ class DiscreteVAE(VAE):
 
     config: DVAEConfig
     # ema_decay 0: as for the autoencoders, averaged encoder and decoder weights stop pairing up
-    # (digits, 3,000 steps, uniform prior: bound 35 nats from the EMA weights, 1.9 from the last ones)
+    # (README, "Why these defaults")
     train_defaults = {"max_steps": 6000, "lr": 2e-3, "lr_schedule": "cosine", "ema_decay": 0.0}
 
     def __init__(self, config: DVAEConfig, spec: DataSpec) -> None:

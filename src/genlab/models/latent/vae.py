@@ -202,7 +202,7 @@ class VAE(GenerativeModel):
     """
 
     config: VAEConfig
-    # measured on digits: FID keeps falling to ~6,000 steps at this rate (see the README's table)
+    # max_steps: FID still falls at the end of shorter runs at this rate (the README's VAE row)
     train_defaults = {"max_steps": 6000, "lr": 2e-3, "lr_schedule": "cosine"}
 
     def __init__(self, config: VAEConfig, spec: DataSpec) -> None:
@@ -221,8 +221,8 @@ class VAE(GenerativeModel):
             self.decoder_log_scale = nn.Parameter(torch.zeros(spec.shape))
         self.register_buffer("initialized_from_data", torch.zeros((), dtype=torch.uint8))
         if config.prior == "vamp":
-            # random values in the data's range until `initialize_from_data` sets training images
-            # (measured on digits: FID 30 from noise, 22 from images)
+            # random values in the data's range until `initialize_from_data` sets training images,
+            # which start the prior's components where the data is (docs/architecture.md)
             low, high = (0.0, 1.0) if not (math.isfinite(low) and math.isfinite(high)) else (low, high)
             self.pseudo_inputs = nn.Parameter(low + (high - low) * torch.rand(config.prior_components, *spec.shape))
         if config.prior == "flow":

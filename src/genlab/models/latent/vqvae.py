@@ -410,10 +410,9 @@ class VQVAE(GenerativeModel):
 
     config: VQVAEConfig
     data_kinds = ("image",)
-    # digits: the reconstruction error and the prior's bits keep falling to ~5,000 steps at this rate.
+    # max_steps: the reconstruction error and the prior's bits still fall at the end of shorter runs.
     # ema_decay 0: the engine's weight average would average each code's vector across its dead-code
-    # restarts, and the prior's meaning of an index with it (digits, 3,000 steps: FID 53 with the
-    # EMA weights, 32 without)
+    # restarts, and the prior's meaning of an index with it (README, "Why these defaults")
     train_defaults = {"max_steps": 5000, "lr": 2e-3, "lr_schedule": "cosine", "ema_decay": 0.0}
 
     def __init__(self, config: VQVAEConfig, spec: DataSpec) -> None:
