@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from genlab.errors import ConfigError
 from genlab.nn.attention import MultiHeadSelfAttention
-from genlab.nn.embeddings import ClassEmbedding, NoiseLevelEmbedding
+from genlab.nn.embeddings import ClassEmbedding, ConditionedNetwork, NoiseLevelEmbedding
 from genlab.nn.mlp import MLP
 
 FREQUENCY_DIM = 256  # width of the sinusoidal noise-level features (DiT's frequency_embedding_size)
@@ -119,7 +119,7 @@ class DiTBlock(nn.Module):
         return x + gate_mlp[:, None, :] * self.mlp(modulate(self.norm_mlp(x), shift_mlp, scale_mlp))
 
 
-class DiT(nn.Module):
+class DiT(ConditionedNetwork):
     """Diffusion Transformer (Peebles & Xie 2023): (x_t, noise level, label) -> (B, out_channels, H, W).
 
     Keyword-only. input_size: side (or (H, W)) of the input, divisible by patch_size;
@@ -136,6 +136,8 @@ class DiT(nn.Module):
     >>> out.shape, bool((out == 0).all())  # adaLN-Zero: the output starts at exactly zero
     (torch.Size([2, 1, 8, 8]), True)
     """
+
+    presets = DIT_PRESETS
 
     def __init__(
         self,
@@ -195,22 +197,6 @@ class DiT(nn.Module):
         for linear in (self.final_modulation[-1], self.final_linear):
             nn.init.zeros_(linear.weight)
             nn.init.zeros_(linear.bias)
-
-    @classmethod
-    def from_preset(cls, name: str, *, input_size: int | Sequence[int], in_channels: int, **overrides: Any) -> DiT:
-        """DiT(**DIT_PRESETS[name], input_size=..., in_channels=..., **overrides); overrides are DiT fields."""
-        if name not in DIT_PRESETS:
-            raise ConfigError(f"DiT preset {name!r} is unknown; choose one of {', '.join(map(repr, DIT_PRESETS))}")
-        return cls(**{**DIT_PRESETS[name], **overrides}, input_size=input_size, in_channels=in_channels)
-
-    def embed(self, noise_level: Tensor, y: Tensor | None) -> Tensor:
-        """The conditioning vector c = NoiseLevelEmbedding(noise_level) [+ ClassEmbedding(y)], (B, hidden_size)."""
-        c = self.noise_embedding(noise_level)  # (B,) -> (B, D)
-        if self.class_embedding is not None:
-            c = c + self.class_embedding(y, batch_size=noise_level.shape[0])
-        elif y is not None:
-            raise ConfigError("labels y were passed to a DiT built with num_classes=None; build it with num_classes=K")
-        return c
 
     def forward(self, x: Tensor, noise_level: Tensor, y: Tensor | None = None) -> Tensor:
         if tuple(x.shape[-2:]) != self.input_size:

@@ -8,6 +8,7 @@ A network never knows which; the model that calls it chooses the value.
 from __future__ import annotations
 
 import math
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -98,3 +99,32 @@ class ClassEmbedding(nn.Module):
                 raise ValueError("ClassEmbedding(None) needs batch_size to know how many 'no label' rows to return")
             y = torch.full((batch_size,), self.null_label, dtype=torch.long, device=self.embedding.weight.device)
         return self.embedding(y)  # (B,) -> (B, dim)
+
+
+class ConditionedNetwork(nn.Module):
+    """Base of the denoising networks (UNet, DiT): presets by name and the conditioning vector.
+
+    Subclasses set `presets` (name -> constructor fields) and build `noise_embedding` (a
+    NoiseLevelEmbedding) and `class_embedding` (a ClassEmbedding, or None when unconditional).
+    """
+
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    noise_embedding: nn.Module
+    class_embedding: nn.Module | None
+
+    @classmethod
+    def from_preset(cls, name: str, **fields: Any) -> "ConditionedNetwork":
+        """cls(**presets[name], **fields): the preset's fields, overridden by the ones given (the data's
+        sizes and channels among them)."""
+        if name not in cls.presets:
+            raise ConfigError(f"{cls.__name__} preset {name!r} is unknown; choose one of {', '.join(map(repr, cls.presets))}")
+        return cls(**{**cls.presets[name], **fields})
+
+    def embed(self, noise_level: Tensor, y: Tensor | None) -> Tensor:
+        """The conditioning vector c = NoiseLevelEmbedding(noise_level) [+ ClassEmbedding(y)], (B, E)."""
+        c = self.noise_embedding(noise_level)  # (B,) -> (B, E)
+        if self.class_embedding is not None:
+            c = c + self.class_embedding(y, batch_size=noise_level.shape[0])
+        elif y is not None:
+            raise ConfigError(f"labels y were passed to a {type(self).__name__} built with num_classes=None; build it with num_classes=K")
+        return c

@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from genlab.errors import ConfigError
 from genlab.nn.attention import SpatialSelfAttention
 from genlab.nn.conv import ResidualBlock, Upsample, conv_norm
-from genlab.nn.embeddings import ClassEmbedding, NoiseLevelEmbedding
+from genlab.nn.embeddings import ClassEmbedding, ConditionedNetwork, NoiseLevelEmbedding
 
 GROUPS = 32  # GroupNorm groups of DDPM
 MIN_GROUP_WIDTH = 4  # channels per group, at least (DDPM: 128 / 32)
@@ -77,7 +77,7 @@ class _Stage(nn.Module):
         return self.attention(self.block(x, embedding))
 
 
-class UNet(nn.Module):
+class UNet(ConditionedNetwork):
     """Denoising UNet for images (Ho et al. 2020): (x_t, noise level, label) -> (B, out_channels, H, W).
 
     Keyword-only. base_channels * channel_mults[l] is the width at level l (level 0 = full
@@ -97,6 +97,8 @@ class UNet(nn.Module):
     >>> out.shape, bool((out == 0).all())  # the output conv starts at zero
     (torch.Size([2, 1, 8, 8]), True)
     """
+
+    presets = UNET_PRESETS
 
     def __init__(
         self,
@@ -169,22 +171,6 @@ class UNet(nn.Module):
         self.out = nn.Sequential(conv_norm(width, max_groups=norm_groups(width)), nn.SiLU(), nn.Conv2d(width, out_channels, 3, padding=1))
         nn.init.zeros_(self.out[-1].weight)
         nn.init.zeros_(self.out[-1].bias)
-
-    @classmethod
-    def from_preset(cls, name: str, *, in_channels: int, out_channels: int, **overrides: Any) -> UNet:
-        """UNet(**UNET_PRESETS[name], in_channels=..., out_channels=..., **overrides); overrides are UNet fields."""
-        if name not in UNET_PRESETS:
-            raise ConfigError(f"UNet preset {name!r} is unknown; choose one of {', '.join(map(repr, UNET_PRESETS))}")
-        return cls(**{**UNET_PRESETS[name], **overrides}, in_channels=in_channels, out_channels=out_channels)
-
-    def embed(self, noise_level: Tensor, y: Tensor | None) -> Tensor:
-        """The conditioning vector: NoiseLevelEmbedding(noise_level) [+ ClassEmbedding(y)], (B, 4 * base_channels)."""
-        embedding = self.noise_embedding(noise_level)  # (B,) -> (B, E)
-        if self.class_embedding is not None:
-            embedding = embedding + self.class_embedding(y, batch_size=noise_level.shape[0])
-        elif y is not None:
-            raise ConfigError("labels y were passed to a UNet built with num_classes=None; build it with num_classes=K")
-        return embedding
 
     def forward(self, x: Tensor, noise_level: Tensor, y: Tensor | None = None) -> Tensor:
         if tuple(x.shape[-2:]) != self.image_size:

@@ -152,20 +152,11 @@ def fit_reverse_kl(
     Returns the KL estimate of every step (pass log_normalizer = log Z, when known, to make the
     numbers KLs; otherwise they are KL - log Z, the negative ELBO). The flow is left in eval mode.
     """
-    if steps < 1 or batch < 1:
-        raise ConfigError(f"fit_reverse_kl needs steps >= 1 and batch >= 1, got steps={steps}, batch={batch}")
-    flow.train()
-    optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
-    history = []
-    for _ in range(steps):
+    def objective() -> Tensor:
         x, log_q = sample_with_log_prob(flow, batch, generator=generator)
-        kl = (log_q - log_target(x)).mean() + log_normalizer
-        optimizer.zero_grad(set_to_none=True)
-        kl.backward()
-        optimizer.step()
-        history.append(float(kl.detach()))
-    flow.eval()
-    return history
+        return (log_q - log_target(x)).mean() + log_normalizer
+
+    return _adam_fit(flow, objective, steps, batch, lr, "fit_reverse_kl")
 
 
 def fit_forward_kl(
@@ -180,18 +171,28 @@ def fit_forward_kl(
     """Minimise KL(p || q) = E_p[log p(x)] - E_p[log q(x)], i.e. maximum likelihood on fresh draws
     x ~ p each step (sample_target(n, generator) -> (n, 2)); returns the NLL -E_p[log q] per step.
     The flow is left in eval mode."""
+    def objective() -> Tensor:
+        x = sample_target(batch, generator).to(next(flow.parameters()).dtype)
+        return -flow.log_prob(x).mean()
+
+    return _adam_fit(flow, objective, steps, batch, lr, "fit_forward_kl")
+
+
+def _adam_fit(flow, objective: Callable[[], Tensor], steps: int, batch: int, lr: float, name: str) -> list[float]:
+    """`steps` Adam steps on objective() (a fresh batch each call); the objective of every step. The
+    flow is left in eval mode. (A plain loop of its own, not genlab.fit: the target is a function,
+    not a dataset.)"""
     if steps < 1 or batch < 1:
-        raise ConfigError(f"fit_forward_kl needs steps >= 1 and batch >= 1, got steps={steps}, batch={batch}")
+        raise ConfigError(f"{name} needs steps >= 1 and batch >= 1, got steps={steps}, batch={batch}")
     flow.train()
     optimizer = torch.optim.Adam(flow.parameters(), lr=lr)
     history = []
     for _ in range(steps):
-        x = sample_target(batch, generator).to(next(flow.parameters()).dtype)
-        nll = -flow.log_prob(x).mean()
+        loss = objective()
         optimizer.zero_grad(set_to_none=True)
-        nll.backward()
+        loss.backward()
         optimizer.step()
-        history.append(float(nll.detach()))
+        history.append(float(loss.detach()))
     flow.eval()
     return history
 
