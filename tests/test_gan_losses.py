@@ -2,8 +2,9 @@
 -log 4 + 2 JSD (Goodfellow et al. 2014); each f-GAN bound at T* = f'(p/q) equals the f-divergence
 (closed forms and quadrature) and a small trained critic approaches it (Nowozin et al. 2016);
 the gradient penalty equals a finite-difference gradient norm; a WGAN-GP critic on two 1D
-Gaussians estimates W1 = int_0^1 |F_P^-1(u) - F_Q^-1(u)| du; least squares, hinge and every
-loss's gradient signs."""
+Gaussians estimates W1 = int_0^1 |F_P^-1(u) - F_Q^-1(u)| du; R1 equals the squared input
+gradient; least squares, hinge and every loss's gradient signs; the registry of losses and the
+regularisers each loss brings."""
 
 import math
 
@@ -13,15 +14,27 @@ import torch
 from scipy import integrate, optimize, stats
 from torch import nn
 
+from genlab.errors import ConfigError
+from genlab.models.gan import GANConfig
 from genlab.models.gan.losses import (
     F_DIVERGENCES,
+    LOSS_REGISTRY,
+    LOSSES,
+    DriftPenalty,
     FGANLoss,
+    GradientPenalty,
     HingeLoss,
     LeastSquaresLoss,
     MinimaxLoss,
     NonSaturatingLoss,
+    R1Penalty,
+    WassersteinGPLoss,
     WassersteinLoss,
+    WeightClipping,
+    build_loss,
     gradient_penalty,
+    r1_penalty,
+    register_loss,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -283,3 +296,96 @@ def test_minimax_generator_loss_saturates_where_non_saturating_does_not():
     fake.grad = None
     NonSaturatingLoss().generator_loss(fake).backward()
     assert abs(saturating) < 1e-3 < abs(float(fake.grad))
+
+
+# -- the registry and the regularisers ---------------------------------------------------------------
+def test_the_config_accepts_exactly_the_registered_losses():
+    assert set(LOSSES) == set(LOSS_REGISTRY) == {
+        "minimax", "non-saturating", "least-squares", "wasserstein", "wasserstein-gp", "hinge", "f-gan"
+    }
+    for name in LOSSES:
+        assert GANConfig(loss=name).loss == name
+        assert build_loss(name).name == name
+        assert f'"{name}"' in GANConfig.__doc__  # the config's documentation names every loss
+    with pytest.raises(ConfigError, match="loss="):
+        build_loss("kl")
+
+
+def test_a_registered_loss_is_a_config_word_and_leaves_with_its_registration():
+    with pytest.raises(ConfigError, match="loss="):
+        GANConfig(loss="test-identity")
+
+    @register_loss("test-identity")
+    class IdentityLoss(MinimaxLoss):
+        pass
+
+    try:
+        assert IdentityLoss.name == "test-identity" and "test-identity" in LOSSES
+        assert isinstance(build_loss("test-identity"), IdentityLoss)
+        assert GANConfig(loss="test-identity").loss == "test-identity"
+        with pytest.raises(ConfigError, match="registered twice"):
+            register_loss("test-identity")(type("OtherLoss", (MinimaxLoss,), {}))
+    finally:
+        LOSS_REGISTRY.pop("test-identity")
+    with pytest.raises(ConfigError, match="loss="):
+        GANConfig(loss="test-identity")
+
+
+def test_each_loss_is_built_with_its_options_and_brings_its_own_regularisers():
+    assert build_loss("least-squares", ls_targets=(-1.0, 1.0, 0.0)) == LeastSquaresLoss(-1.0, 1.0, 0.0)
+    assert build_loss("f-gan", divergence="pearson").f_divergence is F_DIVERGENCES["pearson"]
+    assert build_loss("wasserstein", weight_clip=0.03).regularizers() == (WeightClipping(0.03),)
+    wgan_gp = build_loss("wasserstein-gp", gp_weight=2.5)
+    assert isinstance(wgan_gp, WassersteinGPLoss) and wgan_gp.regularizers() == (GradientPenalty(2.5),)
+    for name in ("minimax", "non-saturating", "least-squares", "hinge", "f-gan"):
+        assert build_loss(name).regularizers() == ()
+    # R1 and drift are the config's, for any loss; gp_weight's default depends on the data
+    config = GANConfig(loss="wasserstein-gp", r1_gamma=4.0, drift_weight=0.01)
+    regularizers = config.regularizers(config.build_loss(image=True))
+    assert regularizers == (GradientPenalty(10.0), R1Penalty(4.0), DriftPenalty(0.01))
+    assert config.regularizers(config.build_loss(image=False))[0] == GradientPenalty(0.1)
+    assert R1Penalty(4.0).weight == 2.0  # gamma / 2
+
+
+def test_the_wasserstein_estimate_and_the_f_divergence_estimate_are_the_losses_own():
+    real, fake = torch.tensor([1.0, 3.0]), torch.tensor([0.0, -1.0])
+    for loss in (WassersteinLoss(), WassersteinGPLoss()):
+        assert set(loss.estimates(real, fake)) == {"wasserstein"}
+        assert float(loss.estimates(real, fake)["wasserstein"]) == pytest.approx(-float(loss.discriminator_loss(real, fake)))
+    loss = FGANLoss("kl")
+    assert float(loss.estimates(real, fake)["f_divergence"]) == pytest.approx(float(loss.divergence(real, fake)))
+    assert HingeLoss().estimates(real, fake) == {}
+
+
+def test_r1_penalty_is_the_mean_squared_gradient_at_the_data():
+    # D(x) = 1/2 sum_j a_j x_j^2 + w.x has grad a * x + w, so R1's E ||grad||^2 is exact
+    torch.manual_seed(0)
+    a, w = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.3, 0.1, -0.2])
+    real = torch.randn(6, 3)
+    critic = lambda x: 0.5 * (a * x**2).sum(1) + x @ w  # noqa: E731
+    expected = ((a * real + w) ** 2).sum(1).mean()
+    torch.testing.assert_close(r1_penalty(critic, real), expected)
+    # against autograd's Jacobian of the batch, row by row
+    jac = torch.autograd.functional.jacobian(critic, real)  # (B, B, D), block-diagonal
+    rows = torch.stack([jac[i, i] for i in range(6)])
+    torch.testing.assert_close(r1_penalty(critic, real), rows.pow(2).sum(1).mean())
+    # differentiable in the critic's parameters
+    scale = torch.tensor(2.0, requires_grad=True)
+    r1_penalty(lambda x: scale * (x @ w), real).backward()
+    assert float(scale.grad) == pytest.approx(2 * 2.0 * float(w.pow(2).sum()), rel=1e-5)
+
+
+def test_the_regularisers_add_their_terms_and_clip():
+    torch.manual_seed(0)
+    real, fake = torch.randn(5, 2), torch.randn(5, 2)
+    critic = nn.Linear(2, 1)
+    f = lambda x: critic(x).squeeze(1)  # noqa: E731
+    real_out = f(real)
+    torch.testing.assert_close(GradientPenalty(3.0).penalty(f, real, fake, real_out), (critic.weight.norm() - 1.0) ** 2)
+    torch.testing.assert_close(DriftPenalty(0.1).penalty(f, real, fake, real_out), real_out.pow(2).mean())
+    assert WeightClipping(0.01).penalty(f, real, fake, real_out) is None
+    with torch.no_grad():
+        critic.weight.fill_(0.5)
+    WeightClipping(0.01).after_step(critic)
+    assert float(critic.weight.detach().abs().max()) == pytest.approx(0.01) and float(critic.bias.detach().abs().max()) <= 0.01
+    assert GradientPenalty().per_sample and R1Penalty().per_sample and not DriftPenalty().per_sample

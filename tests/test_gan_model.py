@@ -2,8 +2,12 @@
 weight clipping, sampling from the EMA generator, the training diagnostics and warnings, feature
 matching, the projection discriminator, minibatch discrimination, spectral norm (largest singular
 value 1), progressive growing's fade-in, pixel norm, minibatch standard deviation, the truncation
-trick, and a short fit that learns the data's spread."""
+trick, a short fit that learns the data's spread; a loss, a regulariser and a network kind
+registered outside the model's file train through the same step; the presets are written out."""
 
+import ast
+import contextlib
+import inspect
 import math
 import warnings
 
@@ -18,7 +22,13 @@ from genlab.data import Batch, DataSpec, array_dataset
 from genlab.errors import ConfigError
 from genlab.models.gan import GAN, GANConfig, GANTrainingWarning
 from genlab.models.gan import model as gan_model
+from genlab.models.gan.losses import LOSS_REGISTRY, LOSSES, DiscriminatorRegularizer, HingeLoss, register_loss
 from genlab.models.gan.nets import (
+    NETWORK_KINDS,
+    MLPDiscriminatorTrunk,
+    MLPGenerator,
+    NetworkKind,
+    register_network_kind,
     MinibatchDiscrimination,
     MinibatchStdDev,
     PixelNorm,
@@ -336,3 +346,154 @@ def test_validation_loss_runs_without_updates():
     loss = model.loss(Batch(data.split("val").tensors()[0][:16]))
     assert math.isfinite(float(loss.total.detach())) and {"g_loss", "d_acc_real", "collapse"} <= set(loss.terms)
     assert not changed(before, model)
+
+
+# -- the step calls the parts: losses, regularisers and network kinds from their registries -----------
+class StubContext:
+    """The engine's StepContext without updates: the players' parameters stay as they are."""
+
+    step = 0
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+    def backward(self, loss):
+        pass
+
+    def optimizer_step(self, name):
+        pass
+
+
+def test_r1_adds_half_gamma_times_the_squared_gradient_at_the_real_data():
+    x = torch.randn(8, 2, generator=torch.Generator().manual_seed(1))
+    totals, r1 = {}, None
+    for gamma in (0.0, 3.0):
+        torch.manual_seed(0)
+        model = GAN(GANConfig(r1_gamma=gamma, **TINY), VECTORS)
+        torch.manual_seed(1)  # the same fakes for both
+        loss = model.training_step(Batch(x), StubContext())
+        totals[gamma] = float(loss.total)
+        if gamma:
+            r1 = float(loss.terms["r1"])
+            real = model.to_model_space(x)
+            jac = torch.autograd.functional.jacobian(lambda v: model.discriminate(v), real)  # (B, B, 2)
+            expected = torch.stack([jac[i, i] for i in range(8)]).pow(2).sum(1).mean()
+            assert r1 == pytest.approx(float(expected), rel=1e-5)
+    assert totals[3.0] - totals[0.0] == pytest.approx(1.5 * r1, rel=1e-5)
+    with pytest.raises(ConfigError, match="discriminator_norm='layer'"):
+        GANConfig(r1_gamma=1.0, discriminator_norm="batch")
+    assert GAN(GANConfig(r1_gamma=1.0, architecture="dcgan", channels=(4, 8)), IMAGES)._discriminator_norm() == "none"
+    assert GAN(GANConfig(architecture="dcgan", channels=(4, 8)), IMAGES)._discriminator_norm() == "batch"
+
+
+@pytest.fixture
+def registered_test_loss():
+    """A loss registered outside gan/model.py, with a regulariser that adds a penalty and projects
+    D's weights, counting its calls."""
+
+    class CountingRegularizer(DiscriminatorRegularizer):
+        term = "test_penalty"
+        weight = 0.5
+
+        def __init__(self):
+            self.penalties = self.projections = 0
+
+        def penalty(self, critic, real, fake, real_out):
+            self.penalties += 1
+            return critic(real).pow(2).mean()
+
+        def after_step(self, discriminator):
+            self.projections += 1
+            with torch.no_grad():
+                for p in discriminator.parameters():
+                    p.clamp_(-0.05, 0.05)
+
+    @register_loss("test-hinge-counted")
+    class CountedHinge(HingeLoss):
+        instances = []
+
+        def __init__(self):
+            self.regularizer = CountingRegularizer()
+            CountedHinge.instances.append(self)
+
+        def regularizers(self):
+            return (self.regularizer,)
+
+    yield CountedHinge
+    LOSS_REGISTRY.pop("test-hinge-counted")
+
+
+def test_a_loss_registered_outside_the_model_trains_through_the_shared_step(registered_test_loss):
+    data = toy_data()
+    model = genlab.create("gan", data=data, loss="test-hinge-counted", **TINY)
+    g0, d0 = parameters(model.generator), parameters(model.discriminator)
+    run = fit(model, data, 2, log_every=1)
+    regularizer = registered_test_loss.instances[-1].regularizer
+    assert model.adversarial_loss is registered_test_loss.instances[-1]
+    assert regularizer.penalties == 2 and regularizer.projections == 2
+    assert "test_penalty" in run.history[0] and "d_overpowers" in run.history[0]
+    assert changed(g0, model.generator) == set(g0) and changed(d0, model.discriminator)
+    values = torch.cat([p.detach().flatten() for p in model.discriminator.parameters()])
+    assert float(values.abs().max()) == pytest.approx(0.05)  # at the projection's bound
+
+
+def test_no_step_of_the_gan_tests_a_loss_or_architecture_name():
+    """The model's methods read the loss's and the network kind's parts: no comparison with the
+    config's loss or architecture word, no loss name as a literal, no isinstance on a loss class."""
+    words = set(LOSSES) | set(NETWORK_KINDS)
+    tree = ast.parse(inspect.getsource(gan_model))
+    checked = [node for node in tree.body if isinstance(node, ast.ClassDef) and node.name in ("GAN", "GANConfig")]
+    assert len(checked) == 2
+    for cls in checked:
+        for fn in (n for n in cls.body if isinstance(n, ast.FunctionDef)):
+            for node in ast.walk(fn):
+                if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    assert node.value not in words, f"{cls.name}.{fn.name} names {node.value!r}"
+                if isinstance(node, ast.Compare):
+                    names = {n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)}
+                    assert not names & {"loss", "architecture"}, f"{cls.name}.{fn.name} compares the config's loss or architecture"
+                if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "isinstance":
+                    assert "Loss" not in ast.unparse(node), f"{cls.name}.{fn.name}: {ast.unparse(node)}"
+
+
+def test_a_network_kind_registered_outside_the_model_builds_both_players():
+    kind = NetworkKind(
+        "test-wide-mlp",
+        generator_trunk=lambda in_dim, shape, o: MLPGenerator(in_dim, shape, hidden=(2 * o.hidden[0],)),
+        discriminator_trunk=lambda shape, o: MLPDiscriminatorTrunk(shape, hidden=(2 * o.hidden[0],)),
+    )
+    register_network_kind(kind)
+    try:
+        data = toy_data()
+        model = genlab.create("gan", data=data, architecture="test-wide-mlp", **TINY)
+        assert model.network is kind and model.discriminator.trunk.out_features == 32
+        assert model.generator.trunk.net.net[0].out_features == 32
+        g0 = parameters(model.generator)
+        fit(model, data, 1)
+        assert changed(g0, model.generator) == set(g0)
+    finally:
+        NETWORK_KINDS.pop("test-wide-mlp")
+    with pytest.raises(ConfigError, match="architecture="):
+        GANConfig(architecture="test-wide-mlp")
+
+
+def test_presets_are_written_out_and_keep_their_names_and_defaults():
+    source = inspect.getsource(gan_model)
+    expected = {
+        "dcgan": ("DCGAN", dict(architecture="dcgan")),
+        "wgan": ("WGAN", dict(loss="wasserstein", n_critic=5, optimizer="rmsprop", architecture="auto")),
+        "wgan-gp": ("WGANGP", dict(loss="wasserstein-gp", n_critic=5, betas=(0.5, 0.9), architecture="auto")),
+        "lsgan": ("LSGAN", dict(loss="least-squares", architecture="auto")),
+        "fgan": ("FGAN", dict(loss="f-gan", architecture="auto")),
+        "sagan": ("SAGAN", dict(loss="hinge", architecture="dcgan", self_attention=True, spectral_norm="both",
+                                lr_generator=1e-4, lr_discriminator=4e-4, betas=(0.0, 0.9))),
+        "cgan": ("CGAN", dict(class_conditional=True, architecture="auto")),
+        "progan": ("ProGAN", dict(architecture="progressive", loss="wasserstein-gp", drift_weight=0.001, betas=(0.0, 0.99))),
+    }
+    for name, (stem, changes) in expected.items():
+        entry = genlab.registry.get(name)
+        assert f"class {stem}Config(GANConfig):" in source and f"class {stem}(GAN):" in source
+        assert entry.config_class.__name__ == f"{stem}Config" and entry.model_class.__name__ == stem
+        assert entry.config_class().to_dict() == GANConfig(**changes).to_dict()  # GANConfig's fields, other defaults
+    assert genlab.registry.get("wgan-gp").model_class.train_defaults["max_steps"] == 15000
+    assert genlab.registry.get("progan").model_class.data_kinds == ("image",)

@@ -216,3 +216,29 @@ def test_standard_normal_draws_follow_the_generator():
     b = sample_standard_normal((3, 4), generator=torch.Generator().manual_seed(5), device="cpu", dtype=torch.float64)
     torch.testing.assert_close(a.double(), b)
     assert b.dtype == torch.float64
+
+
+# -- frozen -------------------------------------------------------------------------------------------
+def test_frozen_stops_gradients_and_restores_each_flag_also_after_an_error_and_when_nested():
+    from genlab.nn import frozen
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 1))
+    net[1].bias.requires_grad_(False)  # frozen before: must stay frozen after
+    before = {name: p.requires_grad for name, p in net.named_parameters()}
+    x = torch.randn(5, 3, requires_grad=True)
+    with frozen(net) as same:
+        assert same is net and not any(p.requires_grad for p in net.parameters())
+        net(x).sum().backward()  # gradients still reach the input through the frozen net
+    assert x.grad is not None and all(p.grad is None for p in net.parameters())
+    assert {name: p.requires_grad for name, p in net.named_parameters()} == before
+
+    with pytest.raises(RuntimeError, match="inside"):
+        with frozen(net):
+            raise RuntimeError("an error inside the block")
+    assert {name: p.requires_grad for name, p in net.named_parameters()} == before
+
+    with frozen(net):
+        with frozen(net[0]):
+            assert not any(p.requires_grad for p in net.parameters())
+        assert not any(p.requires_grad for p in net.parameters())  # the inner block restores the outer's state
+    assert {name: p.requires_grad for name, p in net.named_parameters()} == before

@@ -1,4 +1,4 @@
-"""Building blocks shared by the model families: MLP, convolutional encoder/decoder, distributions."""
+"""Building blocks shared by the model families: MLP, convolutional encoder/decoder, distributions, `frozen`."""
 
 from genlab.nn.activations import ACTIVATIONS, get_activation
 from genlab.nn.attention import MultiHeadSelfAttention, SpatialSelfAttention
@@ -16,6 +16,7 @@ from genlab.nn.distributions import (
 )
 from genlab.nn.dit import DIT_PRESETS, DiT, DiTBlock, patchify, unpatchify
 from genlab.nn.embeddings import ClassEmbedding, NoiseLevelEmbedding, sinusoidal_embedding
+from genlab.nn.frozen import frozen
 from genlab.nn.mlp import MLP
 from genlab.nn.time_mlp import TimeConditionedMLP
 from genlab.nn.unet import UNET_PRESETS, UNet
@@ -44,6 +45,7 @@ __all__ = [
     "build_encoder",
     "diagonal_gaussian_log_prob",
     "downsample_plan",
+    "frozen",
     "gaussian_kl",
     "gaussian_log_likelihood",
     "get_activation",

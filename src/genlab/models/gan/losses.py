@@ -1,6 +1,10 @@
 """Adversarial losses: each a small object with `discriminator_loss(real_out, fake_out)` and
-`generator_loss(fake_out)`, both scalars to minimise, plus the regularisers that act on the
-discriminator's inputs (`gradient_penalty`) or weights (`clip_weights`).
+`generator_loss(fake_out)`, both scalars to minimise, and the regularisers of D it comes with
+(`regularizers()`: WGAN's weight clipping, WGAN-GP's gradient penalty). Every loss is registered
+by its config word (`@register_loss("hinge")`); `LOSSES` is the registry's view of the names and
+`build_loss(name, **options)` builds one. Regularisers are objects too: a penalty added to D's
+loss (`GradientPenalty`, `R1Penalty`, `DriftPenalty`) or a projection after D's step
+(`WeightClipping`); the GAN's step calls them without knowing which loss it trains.
 
 Notation: x ~ P the data, G(z) ~ Q the generator's samples; `real_out` = D(x), `fake_out` =
 D(G(z)), shapes (B,), the discriminator's raw outputs (a logit, a critic value, or the f-GAN's
@@ -17,13 +21,18 @@ least-squares      1/2 E (D(x) - b)^2 + 1/2 E (D(G(z)) - a)^2  /  1/2 E (D(G(z))
                    (Mao et al. 2017, eq. 2; a = -1, b = 1, c = 0 makes it Pearson chi^2 of
                    (P + Q) against 2Q; the default 0-1 coding a = 0, b = c = 1 is their experiments')
 wasserstein        E D(G(z)) - E D(x)  /  -E D(G(z)), D kept Lipschitz by weight clipping
-                   (Arjovsky et al. 2017, Algorithm 1) or by `gradient_penalty` (Gulrajani et
-                   al. 2017, Algorithm 1: + lambda E (||grad D(x_hat)|| - 1)^2)
+                   (Arjovsky et al. 2017, Algorithm 1)
+wasserstein-gp     the same, D kept Lipschitz by `gradient_penalty` (Gulrajani et al. 2017,
+                   Algorithm 1: + lambda E (||grad D(x_hat)|| - 1)^2)
 hinge              E relu(1 - D(x)) + E relu(1 + D(G(z)))  /  -E D(G(z))
                    (Lim & Ye 2017; Miyato et al. 2018, eq. 17; Zhang et al. 2019, SAGAN)
 f-gan              -(E g_f(V(x)) - E f*(g_f(V(G(z)))))  /  -E g_f(V(G(z)))
                    (Nowozin et al. 2016, eq. 6 and the generator update of sec. 3.2)
 =================  ==========================================================================
+
+Regularisers any loss may take (GANConfig's r1_gamma, drift_weight): R1, gamma / 2 E_P ||grad_x
+D(x)||^2 (Mescheder et al. 2018, eq. 9), and ProGAN's drift, epsilon E_P D(x)^2 (Karras et al.
+2018, appendix A.1).
 
 f-GAN: for a convex f with f(1) = 0, D_f(P || Q) = E_Q f(p/q) >= sup_T E_P T(x) - E_Q f*(T(x))
 (Nguyen et al. 2010), with equality at T*(x) = f'(p(x)/q(x)); f* is the convex conjugate
@@ -36,7 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -44,17 +53,143 @@ from torch import Tensor, nn
 
 from genlab.errors import ConfigError
 
-LOSSES = ("minimax", "non-saturating", "least-squares", "wasserstein", "wasserstein-gp", "hinge", "f-gan")
-
 _LOG2 = math.log(2.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class LossOptions:
+    """The settings a loss may read when it is built from a config word (GANConfig's fields of
+    the same names): ls_targets (a, b, c) of least squares, the f-GAN's divergence, WGAN's clipping
+    bound and WGAN-GP's lambda."""
+
+    ls_targets: tuple[float, float, float] = (0.0, 1.0, 1.0)
+    divergence: str = "jensen-shannon"
+    weight_clip: float = 0.01
+    gp_weight: float = 10.0
+
+
+LOSS_REGISTRY: dict[str, type["AdversarialLoss"]] = {}
+# the registered names, a live view: a loss registered later is a valid config word at once
+LOSSES = LOSS_REGISTRY.keys()
+
+
+def register_loss(name: str) -> Callable[[type["AdversarialLoss"]], type["AdversarialLoss"]]:
+    """Class decorator: `@register_loss("hinge")` makes `loss="hinge"` build this class (by its
+    `from_options`) and sets the class's `name`."""
+
+    def decorate(cls: type[AdversarialLoss]) -> type[AdversarialLoss]:
+        previous = LOSS_REGISTRY.get(name)
+        if previous is not None and previous.__qualname__ != cls.__qualname__:
+            raise ConfigError(f"loss name {name!r} is registered twice ({previous.__name__}, {cls.__name__})")
+        cls.name = name
+        LOSS_REGISTRY[name] = cls
+        return cls
+
+    return decorate
+
+
+def build_loss(name: str, **options: Any) -> "AdversarialLoss":
+    """The loss object for a config word; options: the fields of `LossOptions` (defaults for the rest)."""
+    if name not in LOSS_REGISTRY:
+        raise ConfigError(f"loss={name!r} is unknown; choose one of {', '.join(map(repr, LOSSES))}")
+    return LOSS_REGISTRY[name].from_options(LossOptions(**options))
+
+
+# -- regularisers of the discriminator --------------------------------------------------------------
+Critic = Callable[[Tensor], Tensor]
+
+
+class DiscriminatorRegularizer:
+    """A constraint on D that its training step applies: `penalty(...)`, a scalar added to D's
+    loss as `weight * penalty` and logged (unweighted) as `term`, or None; and `after_step(D)`,
+    a projection of D's weights after its optimizer step. `per_sample`: the penalty needs each
+    sample's output to depend on that sample alone, which batch normalisation breaks."""
+
+    term: str = ""
+    weight: float = 1.0
+    per_sample: bool = False
+
+    def penalty(self, critic: Critic, real: Tensor, fake: Tensor, real_out: Tensor) -> Tensor | None:
+        """critic: x (B, ...) -> D(x) (B,) with the step's labels and growth; real, fake: D's inputs
+        (B, ...); real_out: D(real) (B,), already computed. None: no term."""
+        return None
+
+    def after_step(self, discriminator: nn.Module) -> None:
+        """Called after each step of D's optimizer."""
+
+
+@dataclasses.dataclass
+class GradientPenalty(DiscriminatorRegularizer):
+    """WGAN-GP's lambda E (||grad D(x_hat)|| - 1)^2 on interpolates x_hat (see `gradient_penalty`)."""
+
+    weight: float = 10.0
+    term = "gradient_penalty"
+    per_sample = True
+
+    def penalty(self, critic: Critic, real: Tensor, fake: Tensor, real_out: Tensor) -> Tensor:
+        return gradient_penalty(critic, real, fake)
+
+
+@dataclasses.dataclass
+class R1Penalty(DiscriminatorRegularizer):
+    """Mescheder et al. (2018), eq. 9: R1 = gamma / 2 E_P ||grad_x D(x)||^2 on the real data, which
+    keeps D flat on the data manifold and makes the GAN's equilibrium locally convergent for any
+    of the losses here. `weight` is gamma / 2; the logged term `r1` is E_P ||grad_x D(x)||^2."""
+
+    gamma: float = 10.0
+    term = "r1"
+    per_sample = True
+
+    @property
+    def weight(self) -> float:  # type: ignore[override]
+        return 0.5 * self.gamma
+
+    def penalty(self, critic: Critic, real: Tensor, fake: Tensor, real_out: Tensor) -> Tensor:
+        return r1_penalty(critic, real)
+
+
+@dataclasses.dataclass
+class DriftPenalty(DiscriminatorRegularizer):
+    """ProGAN's epsilon_drift E_P D(x)^2 (Karras et al. 2018, appendix A.1), which keeps a critic's
+    outputs near 0 where the Wasserstein loss fixes only their differences."""
+
+    weight: float = 0.001
+    term = "drift"
+
+    def penalty(self, critic: Critic, real: Tensor, fake: Tensor, real_out: Tensor) -> Tensor:
+        return real_out.float().pow(2).mean()
+
+
+@dataclasses.dataclass
+class WeightClipping(DiscriminatorRegularizer):
+    """WGAN's w <- clip(w, -c, c) after every critic step (see `clip_weights`)."""
+
+    bound: float = 0.01
+
+    def after_step(self, discriminator: nn.Module) -> None:
+        clip_weights(discriminator, self.bound)
 
 
 class AdversarialLoss:
     """The interface every loss keeps. `discriminator_loss` and `generator_loss` return scalars to
     minimise; `real_decision(out)` says where the discriminator calls a sample real (for the
-    accuracy diagnostics), or returns None when the loss has no such threshold (Wasserstein)."""
+    accuracy diagnostics), or returns None when the loss has no such threshold (Wasserstein);
+    `regularizers()` are the constraints on D the loss needs (WGAN's Lipschitz constraint);
+    `estimates(real_out, fake_out)` the distances between P and Q its D values estimate, by name
+    (logged detached)."""
 
     name: str = ""
+
+    @classmethod
+    def from_options(cls, options: LossOptions) -> AdversarialLoss:
+        """The loss for `build_loss`; a loss with settings reads them from `options`."""
+        return cls()
+
+    def regularizers(self) -> tuple[DiscriminatorRegularizer, ...]:
+        return ()
+
+    def estimates(self, real_out: Tensor, fake_out: Tensor) -> dict[str, Tensor]:
+        return {}
 
     def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         raise NotImplementedError
@@ -67,6 +202,7 @@ class AdversarialLoss:
         return out > 0
 
 
+@register_loss("minimax")
 class MinimaxLoss(AdversarialLoss):
     """Goodfellow et al. (2014), eq. 1: V(D, G) = E_P log D(x) + E_Q log(1 - D(G(z))), D = sigmoid(logit).
 
@@ -75,8 +211,6 @@ class MinimaxLoss(AdversarialLoss):
     vanishes when D rejects the fakes confidently (the "saturating" loss).
     """
 
-    name = "minimax"
-
     def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return F.softplus(-real_out).mean() + F.softplus(fake_out).mean()
 
@@ -84,16 +218,16 @@ class MinimaxLoss(AdversarialLoss):
         return -F.softplus(fake_out).mean()  # E log(1 - D(G(z)))
 
 
+@register_loss("non-saturating")
 class NonSaturatingLoss(MinimaxLoss):
     """Goodfellow et al. (2014), sec. 3: G maximises E log D(G(z)) instead, the same fixed point with
     strong gradients early in training: generator loss E softplus(-D(G(z)))."""
-
-    name = "non-saturating"
 
     def generator_loss(self, fake_out: Tensor) -> Tensor:
         return F.softplus(-fake_out).mean()
 
 
+@register_loss("least-squares")
 @dataclasses.dataclass
 class LeastSquaresLoss(AdversarialLoss):
     """Mao et al. (2017), eq. 2: D loss 1/2 E (D(x) - b)^2 + 1/2 E (D(G(z)) - a)^2,
@@ -102,7 +236,10 @@ class LeastSquaresLoss(AdversarialLoss):
     a: float = 0.0
     b: float = 1.0
     c: float = 1.0
-    name = "least-squares"
+
+    @classmethod
+    def from_options(cls, options: LossOptions) -> LeastSquaresLoss:
+        return cls(*options.ls_targets)
 
     def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return 0.5 * (real_out - self.b).pow(2).mean() + 0.5 * (fake_out - self.a).pow(2).mean()
@@ -114,12 +251,10 @@ class LeastSquaresLoss(AdversarialLoss):
         return out > 0.5 * (self.a + self.b)
 
 
-class WassersteinLoss(AdversarialLoss):
+class CriticLoss(AdversarialLoss):
     """Arjovsky et al. (2017): the critic D maximises E_P D(x) - E_Q D(G(z)), which over
     1-Lipschitz D is W1(P, Q) (Kantorovich-Rubinstein duality); G minimises -E D(G(z)).
-    The Lipschitz constraint is not part of this object: see `clip_weights` and `gradient_penalty`."""
-
-    name = "wasserstein"
+    The Lipschitz constraint is each subclass's regulariser (weight clipping, gradient penalty)."""
 
     def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return fake_out.mean() - real_out.mean()
@@ -130,12 +265,46 @@ class WassersteinLoss(AdversarialLoss):
     def real_decision(self, out: Tensor) -> None:
         return None  # a critic value has no threshold; the model compares with the batch's means
 
+    def estimates(self, real_out: Tensor, fake_out: Tensor) -> dict[str, Tensor]:
+        return {"wasserstein": real_out.mean() - fake_out.mean()}  # W1(P, Q) for a 1-Lipschitz D
 
+
+@register_loss("wasserstein")
+@dataclasses.dataclass
+class WassersteinLoss(CriticLoss):
+    """WGAN (Arjovsky et al. 2017, Algorithm 1): the critic loss with weight clipping to
+    [-weight_clip, weight_clip] after each critic step."""
+
+    weight_clip: float = 0.01
+
+    @classmethod
+    def from_options(cls, options: LossOptions) -> WassersteinLoss:
+        return cls(options.weight_clip)
+
+    def regularizers(self) -> tuple[DiscriminatorRegularizer, ...]:
+        return (WeightClipping(self.weight_clip),)
+
+
+@register_loss("wasserstein-gp")
+@dataclasses.dataclass
+class WassersteinGPLoss(CriticLoss):
+    """WGAN-GP (Gulrajani et al. 2017, Algorithm 1): the critic loss plus
+    gp_weight * E (||grad D(x_hat)||_2 - 1)^2 (`GradientPenalty`)."""
+
+    gp_weight: float = 10.0
+
+    @classmethod
+    def from_options(cls, options: LossOptions) -> WassersteinGPLoss:
+        return cls(options.gp_weight)
+
+    def regularizers(self) -> tuple[DiscriminatorRegularizer, ...]:
+        return (GradientPenalty(self.gp_weight),)
+
+
+@register_loss("hinge")
 class HingeLoss(AdversarialLoss):
     """Lim & Ye (2017), Miyato et al. (2018) eq. 17: D loss E relu(1 - D(x)) + E relu(1 + D(G(z))),
     G loss -E D(G(z)) (as SAGAN, Zhang et al. 2019, eq. 3)."""
-
-    name = "hinge"
 
     def discriminator_loss(self, real_out: Tensor, fake_out: Tensor) -> Tensor:
         return F.relu(1.0 - real_out).mean() + F.relu(1.0 + fake_out).mean()
@@ -227,6 +396,7 @@ F_DIVERGENCES: dict[str, FDivergence] = {
 }
 
 
+@register_loss("f-gan")
 @dataclasses.dataclass
 class FGANLoss(AdversarialLoss):
     """Nowozin et al. (2016), eq. 6: F(theta, omega) = E_P g_f(V(x)) - E_Q f*(g_f(V(G(z)))), a lower
@@ -238,7 +408,10 @@ class FGANLoss(AdversarialLoss):
     """
 
     divergence_name: str = "jensen-shannon"
-    name = "f-gan"
+
+    @classmethod
+    def from_options(cls, options: LossOptions) -> FGANLoss:
+        return cls(options.divergence)
 
     def __post_init__(self) -> None:
         if self.divergence_name not in F_DIVERGENCES:
@@ -259,27 +432,11 @@ class FGANLoss(AdversarialLoss):
     def real_decision(self, out: Tensor) -> Tensor:
         return self.f_divergence.activation(out) > self.f_divergence.f_prime_at_1  # T* = f'(p/q) > f'(1) iff p > q
 
-
-def build_loss(name: str, *, ls_targets: tuple[float, float, float] = (0.0, 1.0, 1.0), divergence: str = "jensen-shannon") -> AdversarialLoss:
-    """The loss object for a config's `loss` word ("wasserstein-gp" is the Wasserstein loss; its
-    penalty is added by the model's step)."""
-    if name in ("minimax",):
-        return MinimaxLoss()
-    if name == "non-saturating":
-        return NonSaturatingLoss()
-    if name == "least-squares":
-        a, b, c = ls_targets
-        return LeastSquaresLoss(a, b, c)
-    if name in ("wasserstein", "wasserstein-gp"):
-        return WassersteinLoss()
-    if name == "hinge":
-        return HingeLoss()
-    if name == "f-gan":
-        return FGANLoss(divergence)
-    raise ConfigError(f"loss={name!r} is unknown; choose one of {', '.join(map(repr, LOSSES))}")
+    def estimates(self, real_out: Tensor, fake_out: Tensor) -> dict[str, Tensor]:
+        return {"f_divergence": self.divergence(real_out, fake_out)}
 
 
-# -- Lipschitz constraints ----------------------------------------------------------------------------
+# -- the penalties and the clipping ----------------------------------------------------------------
 def gradient_penalty(
     critic: Callable[[Tensor], Tensor],
     real: Tensor,
@@ -307,6 +464,15 @@ def gradient_penalty(
     (grad,) = torch.autograd.grad(out.sum(), x_hat, create_graph=True)
     norm = grad.flatten(1).to(torch.promote_types(grad.dtype, torch.float32)).norm(dim=1)  # (B, ...) -> (B,); fp32 at least
     return (norm - 1.0).pow(2).mean()
+
+
+def r1_penalty(critic: Callable[[Tensor], Tensor], real: Tensor) -> Tensor:
+    """E_P ||grad_x D(x)||_2^2 on the real samples (Mescheder et al. 2018, eq. 9, without its
+    gamma / 2). critic: x (B, ...) -> (B,), each output depending on its own sample alone; real
+    (B, ...). Differentiable in the critic's parameters (create_graph). Returns a scalar."""
+    x = real.detach().requires_grad_(True)
+    (grad,) = torch.autograd.grad(critic(x).sum(), x, create_graph=True)
+    return grad.flatten(1).to(torch.promote_types(grad.dtype, torch.float32)).pow(2).sum(dim=1).mean()  # (B, ...) -> (B,) -> ()
 
 
 @torch.no_grad()

@@ -9,10 +9,14 @@ the training split's mean and standard deviation.
 The step (`GAN.training_step`), one call per engine step and real batch:
 
 1. discriminator: fakes G(z) from fresh z (no gradient into G), optional instance noise on both
-   inputs, the loss's D term, plus lambda * gradient penalty (WGAN-GP) and epsilon_drift E D(x)^2
-   (ProGAN), one step of D's optimizer, then weight clipping (WGAN);
+   inputs, the loss's D term, plus the weighted penalties of D's regularisers (the loss's own, as
+   WGAN-GP's gradient penalty, and the config's R1 and ProGAN drift), one step of D's optimizer,
+   then the regularisers' projections (WGAN's weight clipping);
 2. generator, on every n_critic-th engine step: fresh z, the loss's G term (or feature matching),
    one step of G's optimizer, with D's parameters frozen.
+
+The step never asks which loss or architecture it trains: losses and their regularisers come from
+`losses.LOSS_REGISTRY`, networks from `nets.NETWORK_KINDS`.
 
 So one engine step is one critic iteration on a fresh real batch, as in Arjovsky et al. (2017,
 Algorithm 1) and Gulrajani et al. (2017, Algorithm 1); `max_steps` counts critic iterations and G
@@ -43,23 +47,28 @@ from genlab.config import Config
 from genlab.data.dataset import Batch, DataSpec
 from genlab.errors import ConfigError, TrainingWarning
 from genlab.models.base import GenerativeModel, Loss
-from genlab.models.gan.losses import F_DIVERGENCES, LOSSES, FGANLoss, WassersteinLoss, build_loss, clip_weights, gradient_penalty
+from genlab.models.gan.losses import (
+    F_DIVERGENCES,
+    LOSSES,
+    AdversarialLoss,
+    DiscriminatorRegularizer,
+    DriftPenalty,
+    R1Penalty,
+    build_loss,
+)
 from genlab.models.gan.nets import (
-    DCGANDiscriminatorTrunk,
-    DCGANGenerator,
+    NETWORK_KINDS,
     Discriminator,
     DiscriminatorHead,
     Generator,
-    MLPDiscriminatorTrunk,
-    MLPGenerator,
-    ProgressiveDiscriminatorTrunk,
-    ProgressiveGenerator,
+    TrunkOptions,
     apply_spectral_norm,
+    auto_network_kind,
 )
 from genlab.nn.distributions import sample_standard_normal
+from genlab.nn.frozen import frozen
 from genlab.registry import register
 
-ARCHITECTURES = ("auto", "mlp", "dcgan", "progressive")
 OPTIMIZERS = ("adam", "rmsprop")
 DISCRIMINATOR_NORMS = ("auto", "batch", "layer", "none")
 GENERATOR_NORMS = ("batch", "none")
@@ -83,31 +92,33 @@ class GANTrainingWarning(TrainingWarning):
 class GANConfig(Config):
     """Configuration of a GAN.
 
-    loss: the adversarial loss (see `genlab.models.gan.losses`): "minimax", "non-saturating",
-        "least-squares", "wasserstein" (weight clipping), "wasserstein-gp" (gradient penalty),
-        "hinge" or "f-gan".
+    loss: the adversarial loss, a name in `genlab.models.gan.losses.LOSSES`: "minimax",
+        "non-saturating", "least-squares", "wasserstein" (weight clipping), "wasserstein-gp"
+        (gradient penalty), "hinge" or "f-gan".
     divergence: f-gan only: "kl", "reverse-kl", "jensen-shannon", "pearson", "squared-hellinger".
     ls_targets: least-squares only: (a, b, c), the fake and real codes for D and the code G aims
         for (Mao et al. 2017); (-1, 1, 0) minimises the Pearson chi^2 of (P + Q) against 2Q.
     weight_clip: wasserstein only: the clipping bound c (Arjovsky et al. 2017: 0.01).
     gp_weight: wasserstein-gp only: lambda of the gradient penalty; None: 10 for images (Gulrajani
-        et al. 2017), 0.1 for vectors and tables (their toy experiments; on grid25, with lambda = 10
-        the critic had resolved none of the modes of std 0.05 after 6,000 steps, with 0.1 all 25
-        after 9,000).
+        et al. 2017), 0.1 for vectors and tables (their toy experiments: on standardised
+        low-dimensional data a penalty of 10 dominates the critic's loss, which then resolves
+        narrow modes only slowly).
+    r1_gamma: gamma of the R1 penalty gamma / 2 E_P ||grad_x D(x)||^2 on the real data (Mescheder
+        et al. 2018, eq. 9), with any loss; 0 turns it off.
     drift_weight: epsilon_drift of ProGAN's E D(x)^2 term, which keeps the critic's outputs near 0
         (Karras et al. 2018, appendix A.1: 0.001); 0 turns it off.
-    architecture: "mlp" (vectors, tables, or flattened images), "dcgan" (images: strided
-        convolutions), "progressive" (images: progressive growing), or "auto" (dcgan for images,
-        mlp otherwise).
+    architecture: a name in `genlab.models.gan.nets.NETWORK_KINDS`: "mlp" (vectors, tables, or
+        flattened images), "dcgan" (images: strided convolutions), "progressive" (images:
+        progressive growing), or "auto" (dcgan for images, mlp otherwise).
     latent_dim: size of z ~ N(0, I); None: 64 for images, the data's dimension for vectors and
         tables (as Gulrajani et al.'s toy experiments).
     hidden: MLP widths of both nets.
     channels: convolution widths of D from full resolution down; G uses them reversed.
     generator_norm: dcgan G: "batch" (DCGAN) or "none".
     discriminator_norm: dcgan and mlp D: "batch", "layer" (GroupNorm with one group), "none", or
-        "auto": batch for dcgan unless the loss is wasserstein-gp (the penalty is per sample; batch
-        norm couples the samples, Gulrajani et al. 2017, sec. 4) or D is spectrally normalised;
-        none for the MLP.
+        "auto": batch for dcgan unless a penalty on D is per sample (wasserstein-gp's gradient
+        penalty, R1: batch norm couples the samples, Gulrajani et al. 2017, sec. 4) or D is
+        spectrally normalised; none for the MLP.
     spectral_norm: "none", "discriminator" (Miyato et al. 2018) or "both" (SAGAN, Zhang et al. 2019).
     self_attention: dcgan only: SAGAN's self-attention block in both nets.
     class_conditional: G takes a label embedding next to z (Mirza & Osindero 2014) and D the
@@ -137,6 +148,7 @@ class GANConfig(Config):
     ls_targets: tuple[float, float, float] = (0.0, 1.0, 1.0)
     weight_clip: float = 0.01
     gp_weight: float | None = None
+    r1_gamma: float = 0.0
     drift_weight: float = 0.0
     architecture: str = "mlp"
     latent_dim: int | None = None
@@ -163,13 +175,13 @@ class GANConfig(Config):
     def validate(self) -> None:
         self._choice("loss", LOSSES)
         self._choice("divergence", tuple(F_DIVERGENCES))
-        self._choice("architecture", ARCHITECTURES)
+        self._choice("architecture", ("auto", *NETWORK_KINDS))
         self._choice("generator_norm", GENERATOR_NORMS)
         self._choice("discriminator_norm", DISCRIMINATOR_NORMS)
         self._choice("spectral_norm", SPECTRAL_NORMS)
         self._choice("optimizer", OPTIMIZERS)
         self._positive("weight_clip", "embedding_dim", "n_critic", "grow_steps")
-        self._positive("drift_weight", "instance_noise", "instance_noise_steps", "minibatch_discrimination", allow_zero=True)
+        self._positive("drift_weight", "r1_gamma", "instance_noise", "instance_noise_steps", "minibatch_discrimination", allow_zero=True)
         for field in ("lr_generator", "lr_discriminator", "truncation", "gp_weight", "latent_dim"):
             if getattr(self, field) is not None:
                 self._positive(field)
@@ -184,11 +196,28 @@ class GANConfig(Config):
             if not widths or any(not isinstance(w, int) or w <= 0 for w in widths):
                 raise ConfigError(f"GANConfig.{field}={widths!r} must be positive integer widths, e.g. (64, 128)")
             setattr(self, field, widths)
-        if self.loss == "wasserstein-gp" and self.discriminator_norm == "batch":
+        per_sample = [r.term for r in self.regularizers(self.build_loss(image=True)) if r.per_sample]
+        if per_sample and self.discriminator_norm == "batch":
             raise ConfigError(
-                "GANConfig.discriminator_norm='batch' with loss='wasserstein-gp': the gradient penalty is per sample and "
-                "batch norm mixes the samples (Gulrajani et al. 2017, sec. 4); use discriminator_norm='layer' or 'none'"
+                f"{type(self).__name__}.discriminator_norm='batch' with loss={self.loss!r}, r1_gamma={self.r1_gamma}: "
+                f"the penalty {', '.join(per_sample)} needs each sample's output to depend on that sample alone, and batch "
+                "norm mixes the samples (Gulrajani et al. 2017, sec. 4); use discriminator_norm='layer' or 'none'"
             )
+
+    def build_loss(self, *, image: bool) -> AdversarialLoss:
+        """The adversarial loss of `loss` with this config's settings; image: the data are images
+        (gp_weight's default depends on it)."""
+        gp_weight = self.gp_weight if self.gp_weight is not None else (10.0 if image else 0.1)
+        return build_loss(self.loss, ls_targets=self.ls_targets, divergence=self.divergence, weight_clip=self.weight_clip, gp_weight=gp_weight)
+
+    def regularizers(self, loss: AdversarialLoss) -> tuple[DiscriminatorRegularizer, ...]:
+        """D's regularisers: the loss's own (its Lipschitz constraint), then R1 and drift where set."""
+        extra: list[DiscriminatorRegularizer] = []
+        if self.r1_gamma > 0:
+            extra.append(R1Penalty(self.r1_gamma))
+        if self.drift_weight > 0:
+            extra.append(DriftPenalty(self.drift_weight))
+        return (*loss.regularizers(), *extra)
 
 
 @register("gan", GANConfig, family="gan", summary="GAN (Goodfellow et al. 2014): MLP nets, non-saturating loss; any loss and architecture by config")
@@ -209,22 +238,23 @@ class GAN(GenerativeModel):
     config: GANConfig
     has_custom_step = True
     train_defaults: dict[str, Any] = {"max_steps": 5000, "batch_size": 128, "lr": 2e-4, "ema_decay": 0.999}
-    # vectors and tables (MLP nets) replace these: with them `wgan-gp` covers 25 of grid25's 25
-    # modes (88% of samples of high quality) in about 7.5 CPU-minutes
+    # vectors and tables (MLP nets) replace these: small nets on low-dimensional data take a larger
+    # learning rate and need more steps to resolve every mode of a mixture
     vector_train_defaults: dict[str, Any] = {"max_steps": 20000, "batch_size": 256, "lr": 1e-3}
 
     def __init__(self, config: GANConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
         self.architecture = self._resolve_architecture()
+        self.network = NETWORK_KINDS[self.architecture]
         if config.class_conditional and not spec.num_classes:
             raise ConfigError(f"class_conditional=True needs labelled data; {spec.name!r} has no classes")
         self.num_classes = spec.num_classes if config.class_conditional else None
         is_image = spec.kind == "image"
         self.latent_dim = config.latent_dim or (64 if is_image else spec.dim)
-        self.gp_weight = config.gp_weight if config.gp_weight is not None else (10.0 if is_image else 0.1)
         if not is_image:  # an instance attribute: `fit` reads model.train_defaults
             self.train_defaults = {**type(self).train_defaults, **type(self).vector_train_defaults}
-        self.adversarial_loss = build_loss(config.loss, ls_targets=config.ls_targets, divergence=config.divergence)
+        self.adversarial_loss = config.build_loss(image=is_image)
+        self.regularizers = config.regularizers(self.adversarial_loss)
         self.generator = self._build_generator()
         self.discriminator = self._build_discriminator()
         if config.spectral_norm in ("discriminator", "both"):
@@ -238,7 +268,7 @@ class GAN(GenerativeModel):
             self.register_buffer("data_scale", torch.ones(spec.shape))
         if self.num_classes:
             self.register_buffer("class_prior", torch.full((self.num_classes,), 1.0 / self.num_classes))
-        if self.architecture == "progressive":
+        if self.network.progressive:
             # booleans, because the engine's EMA copy keeps a boolean that turned True (a float would
             # lag 1 / (1 - decay) steps behind, an integer would never move): milestone i is
             # "training reached step i * grow_steps / GROWTH_RESOLUTION"
@@ -252,45 +282,44 @@ class GAN(GenerativeModel):
         arch = self.config.architecture
         is_image = self.spec.kind == "image" and len(self.spec.shape) == 3
         if arch == "auto":
-            arch = "dcgan" if is_image else "mlp"
-        if arch in ("dcgan", "progressive") and not is_image:
+            arch = auto_network_kind(image=is_image)
+        if NETWORK_KINDS[arch].images_only and not is_image:
+            others = " or ".join(f"architecture={k.name!r}" for k in NETWORK_KINDS.values() if not k.images_only)
             raise ConfigError(
                 f"architecture={arch!r} needs images of shape (C, H, W); {self.spec.name!r} is {self.spec.kind} data "
-                f"of shape {self.spec.shape}; use architecture='mlp'"
+                f"of shape {self.spec.shape}; use {others}"
             )
-        if self.config.self_attention and arch != "dcgan":
-            raise ConfigError(f"self_attention=True needs architecture='dcgan' (got {arch!r})")
+        if self.config.self_attention and not NETWORK_KINDS[arch].self_attention:
+            with_attention = [k.name for k in NETWORK_KINDS.values() if k.self_attention]
+            raise ConfigError(f"self_attention=True needs architecture={' or '.join(map(repr, with_attention))} (got {arch!r})")
         return arch
 
     def _discriminator_norm(self) -> str:
         norm = self.config.discriminator_norm
         if norm != "auto":
             return norm
-        if self.architecture != "dcgan" or self.config.loss == "wasserstein-gp" or self.config.spectral_norm != "none":
+        per_sample = any(r.per_sample for r in self.regularizers)
+        if not self.network.batch_norm_discriminator or per_sample or self.config.spectral_norm != "none":
             return "none"
         return "batch"
 
+    def _trunk_options(self) -> TrunkOptions:
+        cfg = self.config
+        return TrunkOptions(
+            hidden=cfg.hidden, channels=cfg.channels, generator_norm=cfg.generator_norm,
+            discriminator_norm=self._discriminator_norm(), self_attention=cfg.self_attention,
+        )
+
     def _build_generator(self) -> Generator:
-        cfg, shape = self.config, self.spec.shape
+        cfg = self.config
         in_dim = self.latent_dim + (cfg.embedding_dim if self.num_classes else 0)
-        if self.architecture == "dcgan":
-            trunk = DCGANGenerator(in_dim, shape, channels=cfg.channels[::-1], norm=cfg.generator_norm, self_attention=cfg.self_attention)
-        elif self.architecture == "progressive":
-            trunk = ProgressiveGenerator(in_dim, shape, channels=cfg.channels[::-1])
-        else:
-            trunk = MLPGenerator(in_dim, shape, hidden=cfg.hidden)
-        tanh = self.spec.kind == "image" and self.architecture != "progressive"
+        trunk = self.network.generator_trunk(in_dim, self.spec.shape, self._trunk_options())
+        tanh = self.spec.kind == "image" and self.network.tanh
         return Generator(trunk, num_classes=self.num_classes, embedding_dim=cfg.embedding_dim, tanh=tanh)
 
     def _build_discriminator(self) -> Discriminator:
-        cfg, shape = self.config, self.spec.shape
-        if self.architecture == "dcgan":
-            trunk = DCGANDiscriminatorTrunk(shape, channels=cfg.channels, norm=self._discriminator_norm(), self_attention=cfg.self_attention)
-        elif self.architecture == "progressive":
-            trunk = ProgressiveDiscriminatorTrunk(shape, channels=cfg.channels)
-        else:
-            trunk = MLPDiscriminatorTrunk(shape, hidden=cfg.hidden, norm=self._discriminator_norm())
-        head = DiscriminatorHead(trunk.out_features, num_classes=self.num_classes, minibatch_kernels=cfg.minibatch_discrimination)
+        trunk = self.network.discriminator_trunk(self.spec.shape, self._trunk_options())
+        head = DiscriminatorHead(trunk.out_features, num_classes=self.num_classes, minibatch_kernels=self.config.minibatch_discrimination)
         return Discriminator(trunk, head)
 
     def configure_optimizers(self, lr: float, weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:
@@ -369,7 +398,7 @@ class GAN(GenerativeModel):
         """(level, alpha) at training step `step` (Karras et al. 2018, sec. 2): the first level trains
         grow_steps steps; each next one fades in (alpha 0 -> 1) over grow_steps, then stabilises
         (alpha = 1) for grow_steps. {} for the other architectures."""
-        if self.architecture != "progressive":
+        if not self.network.progressive:
             return {}
         phase = self.config.grow_steps
         last = len(self.generator.trunk.plan) - 1
@@ -382,13 +411,13 @@ class GAN(GenerativeModel):
 
     def current_growth(self) -> dict[str, Any]:
         """The growth reached by training, read from the recorded milestones ({} if not progressive)."""
-        if self.architecture != "progressive":
+        if not self.network.progressive:
             return {}
         reached = int(self.growth_milestones.sum())
         return self.growth_at(max(0, reached - 1) * self.growth_granularity)
 
     def _record_growth(self, step: int) -> None:
-        if self.architecture == "progressive":
+        if self.network.progressive:
             self.growth_milestones[: step // self.growth_granularity + 1] = True
 
     def real_at_growth(self, x: Tensor, level: int | None = None, alpha: float = 1.0) -> Tensor:
@@ -464,10 +493,7 @@ class GAN(GenerativeModel):
         }
         if not critic:  # a critic that separates the two sets still gives G useful gradients (WGAN's point)
             terms["d_overpowers"] = ((acc_real >= OVERPOWER_ACCURACY) & (acc_fake >= OVERPOWER_ACCURACY)).float()
-        if isinstance(loss, WassersteinLoss):
-            terms["wasserstein"] = real_out.mean() - fake_out.mean()
-        elif isinstance(loss, FGANLoss):
-            terms["f_divergence"] = loss.divergence(real_out, fake_out)
+        terms.update(loss.estimates(real_out, fake_out))
         return terms
 
     def loss(self, batch: Batch) -> Loss:
@@ -500,23 +526,20 @@ class GAN(GenerativeModel):
                 fake = self.generate(self.latent(n), y, growth)
             real_in, fake_in = self._noisy(real, noise_std), self._noisy(fake, noise_std)
             real_out, fake_out = self.discriminate(real_in, y, growth), self.discriminate(fake_in, y, growth)
-            d_loss = self.adversarial_loss.discriminator_loss(real_out.float(), fake_out.float())
-            d_total = d_loss
-            if cfg.loss == "wasserstein-gp":
-                penalty = gradient_penalty(lambda v: self.discriminate(v, y, growth), real_in, fake_in)
-                d_total = d_total + self.gp_weight * penalty
-                terms["gradient_penalty"] = penalty.detach()
-            if cfg.drift_weight > 0:
-                d_total = d_total + cfg.drift_weight * real_out.float().pow(2).mean()
+            d_total = self.adversarial_loss.discriminator_loss(real_out.float(), fake_out.float())
+            for regularizer in self.regularizers:
+                penalty = regularizer.penalty(lambda v: self.discriminate(v, y, growth), real_in, fake_in, real_out)
+                if penalty is not None:
+                    d_total = d_total + regularizer.weight * penalty
+                    terms[regularizer.term] = penalty.detach()
         ctx.backward(d_total)
         ctx.optimizer_step("discriminator")
-        if cfg.loss == "wasserstein":
-            clip_weights(self.discriminator, cfg.weight_clip)
+        for regularizer in self.regularizers:
+            regularizer.after_step(self.discriminator)
 
         # Generator step, with D frozen (no gradients accumulate in D's parameters).
         if (ctx.step + 1) % cfg.n_critic == 0:
-            self.discriminator.requires_grad_(False)
-            try:
+            with frozen(self.discriminator):
                 with ctx.autocast():
                     fake_g = self._noisy(self.generate(self.latent(n), y, growth), noise_std)
                     if cfg.feature_matching:
@@ -525,8 +548,6 @@ class GAN(GenerativeModel):
                         g_loss = self.adversarial_loss.generator_loss(self.discriminate(fake_g, y, growth).float())
                 ctx.backward(g_loss)
                 ctx.optimizer_step("generator")
-            finally:
-                self.discriminator.requires_grad_(True)
         else:  # logged only: G's objective against the current D on this step's fakes
             g_loss = self.adversarial_loss.generator_loss(fake_out.detach().float())
 
@@ -604,52 +625,137 @@ class TrainingMonitor:
                 warnings.warn(message, GANTrainingWarning, stacklevel=2)
 
 
-# -- presets: the same class with the papers' defaults ---------------------------------------------------
-def _preset(
-    name: str,
-    summary: str,
-    *,
-    data_kinds: tuple[str, ...] | None = None,
-    train: dict[str, Any] | None = None,
-    vector_train: dict[str, Any] | None = None,
-    **defaults: Any,
-) -> None:
-    """Register a GAN whose config has other defaults (same class, same fields); `train` and
-    `vector_train` replace training defaults (e.g. the paper's learning rate) for all data and for
-    vectors and tables; data_kinds narrows the data it takes."""
-    fields = [(f.name, f.type, dataclasses.field(default=defaults[f.name])) for f in dataclasses.fields(GANConfig) if f.name in defaults]
-    unknown = set(defaults) - {f.name for f in dataclasses.fields(GANConfig)}
-    if unknown:
-        raise ConfigError(f"preset {name!r} sets unknown GANConfig fields {sorted(unknown)}")
-    stem = name.title().replace("-", "")
-    config_class = dataclasses.make_dataclass(f"{stem}Config", fields, bases=(GANConfig,), namespace={"__module__": __name__})
-    globals()[config_class.__name__] = config_class
-    namespace: dict[str, Any] = {"__module__": __name__, "__doc__": f"{summary}: GAN with {defaults}."}
-    if data_kinds is not None:
-        namespace["data_kinds"] = data_kinds
-    namespace["train_defaults"] = {**GAN.train_defaults, **(train or {})}
-    namespace["vector_train_defaults"] = {**GAN.vector_train_defaults, **(vector_train or {})}
-    model_class = type(f"{stem}Model", (GAN,), namespace)
-    globals()[model_class.__name__] = model_class
-    register(name, config_class, family="gan", summary=summary)(model_class)
+# -- presets: GAN with the papers' defaults, one config subclass and one model subclass each -------------
+# A preset's config has GANConfig's fields (so any of them can still be set) with other defaults;
+# its model class only narrows the data it takes and replaces training defaults.
+@dataclasses.dataclass
+class DCGANConfig(GANConfig):
+    """GANConfig with DCGAN's strided convolutions (Radford et al. 2016)."""
+
+    architecture: str = "dcgan"
 
 
-_preset("dcgan", "DCGAN (Radford et al. 2016): strided convolutions, batch norm, ReLU/tanh G, LeakyReLU D, Adam(2e-4, 0.5)",
-        data_kinds=("image",), architecture="dcgan")
-_preset("wgan", "WGAN (Arjovsky et al. 2017): Wasserstein critic with weight clipping 0.01, n_critic 5, RMSprop 5e-5",
-        train={"lr": 5e-5}, loss="wasserstein", n_critic=5, optimizer="rmsprop", architecture="auto")
-_preset("wgan-gp", "WGAN-GP (Gulrajani et al. 2017): Wasserstein critic with gradient penalty 10, n_critic 5, Adam(1e-4, 0.5, 0.9)",
-        # 15,000 critic steps are 3,000 generator steps: on digits, 5,000 gave blobs (FID 65.5), 15,000 digits (FID 39.6)
-        train={"lr": 1e-4, "max_steps": 15000}, loss="wasserstein-gp", n_critic=5, betas=(0.5, 0.9), architecture="auto")
-_preset("lsgan", "LSGAN (Mao et al. 2017): least-squares loss with (a, b, c) = (0, 1, 1)",
-        loss="least-squares", architecture="auto")
-_preset("fgan", "f-GAN (Nowozin et al. 2016): variational f-divergence; divergence = kl, reverse-kl, jensen-shannon, pearson, squared-hellinger",
-        loss="f-gan", architecture="auto")
-_preset("sagan", "SAGAN (Zhang et al. 2019): self-attention, spectral norm in G and D, hinge loss, TTUR (1e-4, 4e-4), Adam(0, 0.9)",
-        data_kinds=("image",), loss="hinge", architecture="dcgan", self_attention=True, spectral_norm="both",
-        lr_generator=1e-4, lr_discriminator=4e-4, betas=(0.0, 0.9))
-_preset("cgan", "Conditional GAN: label embedding in G (Mirza & Osindero 2014), projection discriminator (Miyato & Koyama 2018)",
-        class_conditional=True, architecture="auto")
-_preset("progan", "Progressive growing (Karras et al. 2018): fade-in, pixel norm, minibatch stddev, WGAN-GP with drift, Adam(1e-3, 0, 0.99)",
-        data_kinds=("image",), train={"lr": 1e-3}, architecture="progressive", loss="wasserstein-gp", drift_weight=0.001,
-        betas=(0.0, 0.99))
+@register("dcgan", DCGANConfig, family="gan", summary="DCGAN (Radford et al. 2016): strided convolutions, batch norm, ReLU/tanh G, LeakyReLU D, Adam(2e-4, 0.5)")
+class DCGAN(GAN):
+    """DCGAN (Radford et al. 2016) on images: transposed-convolution G with batch norm and ReLU,
+    strided-convolution D with LeakyReLU, Adam(2e-4, betas (0.5, 0.999))."""
+
+    data_kinds = ("image",)
+
+
+@dataclasses.dataclass
+class WGANConfig(GANConfig):
+    """GANConfig with WGAN's critic: weight clipping, 5 critic steps per generator step, RMSprop
+    (Arjovsky et al. 2017, Algorithm 1)."""
+
+    loss: str = "wasserstein"
+    architecture: str = "auto"
+    n_critic: int = 5
+    optimizer: str = "rmsprop"
+
+
+@register("wgan", WGANConfig, family="gan", summary="WGAN (Arjovsky et al. 2017): Wasserstein critic with weight clipping 0.01, n_critic 5, RMSprop 5e-5")
+class WGAN(GAN):
+    """WGAN (Arjovsky et al. 2017): the critic's learning rate 5e-5 of their Algorithm 1."""
+
+    train_defaults = {**GAN.train_defaults, "lr": 5e-5}
+
+
+@dataclasses.dataclass
+class WGANGPConfig(GANConfig):
+    """GANConfig with WGAN-GP's critic: gradient penalty, 5 critic steps per generator step,
+    Adam betas (0.5, 0.9) (Gulrajani et al. 2017, Algorithm 1)."""
+
+    loss: str = "wasserstein-gp"
+    architecture: str = "auto"
+    n_critic: int = 5
+    betas: tuple[float, float] = (0.5, 0.9)
+
+
+@register("wgan-gp", WGANGPConfig, family="gan", summary="WGAN-GP (Gulrajani et al. 2017): Wasserstein critic with gradient penalty 10, n_critic 5, Adam(1e-4, 0.5, 0.9)")
+class WGANGP(GAN):
+    """WGAN-GP (Gulrajani et al. 2017): Adam(1e-4), and more steps than the other GANs, because
+    `max_steps` counts critic iterations and G takes only one step in n_critic."""
+
+    train_defaults = {**GAN.train_defaults, "lr": 1e-4, "max_steps": 15000}
+
+
+@dataclasses.dataclass
+class LSGANConfig(GANConfig):
+    """GANConfig with the least-squares loss and the 0-1 coding of Mao et al. (2017)'s experiments."""
+
+    loss: str = "least-squares"
+    ls_targets: tuple[float, float, float] = (0.0, 1.0, 1.0)
+    architecture: str = "auto"
+
+
+@register("lsgan", LSGANConfig, family="gan", summary="LSGAN (Mao et al. 2017): least-squares loss with (a, b, c) = (0, 1, 1)")
+class LSGAN(GAN):
+    """LSGAN (Mao et al. 2017): the least-squares loss, DCGAN nets for images, MLPs otherwise."""
+
+
+@dataclasses.dataclass
+class FGANConfig(GANConfig):
+    """GANConfig with the f-GAN loss for the f-divergence `divergence` (Nowozin et al. 2016)."""
+
+    loss: str = "f-gan"
+    architecture: str = "auto"
+
+
+@register("fgan", FGANConfig, family="gan", summary="f-GAN (Nowozin et al. 2016): variational f-divergence; divergence = kl, reverse-kl, jensen-shannon, pearson, squared-hellinger")
+class FGAN(GAN):
+    """f-GAN (Nowozin et al. 2016): D maximises a variational lower bound on D_f(P || Q)."""
+
+
+@dataclasses.dataclass
+class SAGANConfig(GANConfig):
+    """GANConfig with SAGAN's choices (Zhang et al. 2019): self-attention in DCGAN nets, spectral
+    norm in both, the hinge loss, TTUR learning rates (1e-4, 4e-4) and Adam betas (0, 0.9)."""
+
+    loss: str = "hinge"
+    architecture: str = "dcgan"
+    spectral_norm: str = "both"
+    self_attention: bool = True
+    lr_generator: float | None = 1e-4
+    lr_discriminator: float | None = 4e-4
+    betas: tuple[float, float] = (0.0, 0.9)
+
+
+@register("sagan", SAGANConfig, family="gan", summary="SAGAN (Zhang et al. 2019): self-attention, spectral norm in G and D, hinge loss, TTUR (1e-4, 4e-4), Adam(0, 0.9)")
+class SAGAN(GAN):
+    """SAGAN (Zhang et al. 2019) on images."""
+
+    data_kinds = ("image",)
+
+
+@dataclasses.dataclass
+class CGANConfig(GANConfig):
+    """GANConfig with class conditioning in both nets."""
+
+    architecture: str = "auto"
+    class_conditional: bool = True
+
+
+@register("cgan", CGANConfig, family="gan", summary="Conditional GAN: label embedding in G (Mirza & Osindero 2014), projection discriminator (Miyato & Koyama 2018)")
+class CGAN(GAN):
+    """Conditional GAN: G(z, y) with a label embedding (Mirza & Osindero 2014), D(x, y) with the
+    projection term (Miyato & Koyama 2018); labelled data."""
+
+
+@dataclasses.dataclass
+class ProGANConfig(GANConfig):
+    """GANConfig with ProGAN's choices (Karras et al. 2018): progressive growing, the WGAN-GP loss
+    with drift epsilon 0.001, Adam betas (0, 0.99)."""
+
+    loss: str = "wasserstein-gp"
+    drift_weight: float = 0.001
+    architecture: str = "progressive"
+    betas: tuple[float, float] = (0.0, 0.99)
+
+
+@register("progan", ProGANConfig, family="gan", summary="Progressive growing (Karras et al. 2018): fade-in, pixel norm, minibatch stddev, WGAN-GP with drift, Adam(1e-3, 0, 0.99)")
+class ProGAN(GAN):
+    """Progressive growing of GANs (Karras et al. 2018) on images, Adam(1e-3)."""
+
+    data_kinds = ("image",)
+    train_defaults = {**GAN.train_defaults, "lr": 1e-3}

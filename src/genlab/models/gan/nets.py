@@ -9,11 +9,16 @@ matching reads phi(x).
 
 Progressive nets take (level, alpha) in their forward passes: level indexes the resolutions from
 the smallest (0) up, alpha in [0, 1] fades the newest level in (Karras et al. 2018, sec. 2).
+
+`NETWORK_KINDS` maps a config's `architecture` word to a `NetworkKind`, which builds both trunks
+and says what the model around them needs to know (images only, progressive, tanh output, the
+discriminator's default normalisation); a new architecture is one `register_network_kind` call.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -380,3 +385,78 @@ class Discriminator(nn.Module):
 
     def forward(self, x: Tensor, y: Tensor | None = None, **growth) -> Tensor:
         return self.head(self.trunk(x, **growth), y)
+
+
+# -- network kinds: the architectures a config names ---------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class TrunkOptions:
+    """What the trunks read from a config: MLP widths (`hidden`), convolution widths of D from full
+    resolution down (`channels`; generators take them reversed), G's and D's normalisation, and
+    SAGAN's attention block."""
+
+    hidden: tuple[int, ...] = (256, 256, 256)
+    channels: tuple[int, ...] = (64, 128)
+    generator_norm: str = "batch"
+    discriminator_norm: str = "none"
+    self_attention: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class NetworkKind:
+    """One architecture: `generator_trunk(in_dim, shape, options)`, z (B, in_dim) -> (B, *shape),
+    and `discriminator_trunk(shape, options)`, x -> phi(x) (B, F) with an `out_features` attribute.
+
+    images_only: the trunks need images (C, H, W); progressive: both trunks take (level, alpha)
+    and the generator has a resolution `plan` (Karras et al. 2018); self_attention: SAGAN's block
+    is available; batch_norm_discriminator: what discriminator_norm="auto" picks when nothing
+    rules batch norm out (DCGAN's choice); tanh: images leave the generator through tanh (ProGAN's
+    to_rgb is linear instead).
+    """
+
+    name: str
+    generator_trunk: Callable[[int, Sequence[int], TrunkOptions], nn.Module]
+    discriminator_trunk: Callable[[Sequence[int], TrunkOptions], nn.Module]
+    images_only: bool = False
+    progressive: bool = False
+    self_attention: bool = False
+    batch_norm_discriminator: bool = False
+    tanh: bool = True
+
+
+NETWORK_KINDS: dict[str, NetworkKind] = {}
+
+
+def auto_network_kind(*, image: bool) -> str:
+    """What architecture="auto" means: DCGAN's convolutions for images (C, H, W), an MLP otherwise."""
+    return "dcgan" if image else "mlp"
+
+
+def register_network_kind(kind: NetworkKind) -> NetworkKind:
+    """Make `kind` available as `architecture=kind.name`."""
+    if kind.name in NETWORK_KINDS and NETWORK_KINDS[kind.name] != kind:
+        raise ConfigError(f"network kind {kind.name!r} is registered twice")
+    NETWORK_KINDS[kind.name] = kind
+    return kind
+
+
+register_network_kind(NetworkKind(
+    "mlp",
+    generator_trunk=lambda in_dim, shape, o: MLPGenerator(in_dim, shape, hidden=o.hidden),
+    discriminator_trunk=lambda shape, o: MLPDiscriminatorTrunk(shape, hidden=o.hidden, norm=o.discriminator_norm),
+))
+register_network_kind(NetworkKind(
+    "dcgan",
+    generator_trunk=lambda in_dim, shape, o: DCGANGenerator(
+        in_dim, shape, channels=o.channels[::-1], norm=o.generator_norm, self_attention=o.self_attention
+    ),
+    discriminator_trunk=lambda shape, o: DCGANDiscriminatorTrunk(
+        shape, channels=o.channels, norm=o.discriminator_norm, self_attention=o.self_attention
+    ),
+    images_only=True, self_attention=True, batch_norm_discriminator=True,
+))
+register_network_kind(NetworkKind(
+    "progressive",
+    generator_trunk=lambda in_dim, shape, o: ProgressiveGenerator(in_dim, shape, channels=o.channels[::-1]),
+    discriminator_trunk=lambda shape, o: ProgressiveDiscriminatorTrunk(shape, channels=o.channels),
+    images_only=True, progressive=True, tanh=False,
+))
