@@ -492,3 +492,34 @@ def test_vlb_is_reproducible_with_a_generator():
     second = ddpm_vlb(eps_fn, schedule, x0, levels=17, timesteps=5, generator=torch.Generator().manual_seed(16))
     torch.testing.assert_close(first.total, second.total)
     assert torch.isfinite(first.total).all() and first.dim == 9
+
+
+@pytest.mark.parametrize("process", ["vp", "ve", "general"])
+@pytest.mark.parametrize("prediction", PREDICTIONS)
+def test_each_prediction_knows_the_factor_of_its_own_error_on_the_x0_error(prediction, process):
+    # ||output - target||^2 = k(t) ||x0_hat - x0||^2 for any output, with k the prediction's error_factor
+    from genlab.models.diffusion.objectives import get_prediction
+
+    g = torch.Generator().manual_seed(1)
+    alpha, sigma = noise_levels(process, 16, g)
+    x0, eps, output = (torch.randn(16, 3, generator=g, dtype=torch.float64) for _ in range(3))
+    x_t = alpha[:, None] * x0 + sigma[:, None] * eps
+    _, x0_hat = to_eps_and_x0(prediction, output, x_t, alpha, sigma)
+    own_error = (output - prediction_target(prediction, x0, eps, alpha, sigma)).pow(2).sum(1)
+    k = get_prediction(prediction).error_factor(alpha, sigma)
+    torch.testing.assert_close(own_error, k * (x0_hat - x0).pow(2).sum(1))
+
+
+def test_the_model_asks_the_schedule_for_its_steps_and_preconditioning():
+    from genlab.models.diffusion.schedules import SCHEDULES, get_schedule, schedule_parameters
+
+    for name in SCHEDULES:
+        schedule = get_schedule(name)
+        # a schedule built with a number of steps is a discrete one, with N = that number
+        assert ("steps" in schedule_parameters(name)) == (schedule.discrete_steps is not None), name
+        # EDM's preconditioning assumes alpha = 1 and sigma(t) = t
+        if schedule.edm_preconditioning:
+            t = torch.tensor([0.1, 1.0, 10.0], dtype=torch.float64)
+            torch.testing.assert_close(schedule.alpha(t), torch.ones_like(t))
+            torch.testing.assert_close(schedule.sigma(t), t)
+    assert [name for name in SCHEDULES if get_schedule(name).edm_preconditioning] == ["edm"]

@@ -466,3 +466,68 @@ def test_default_steps_fit_a_short_ddpm_grid_and_explicit_ones_are_refused():
     assert nfe == {"ddim": 30, "dpm_solver": 20, "dpm_solver_sde": 30}  # defaults 50, 20, 50 capped at the grid's 30
     with pytest.raises(ConfigError, match="more than the 30 grid steps"):
         get_sampler("dpm_solver_sde")(zero_eps, schedule, (4, 2), steps=50)
+
+
+# ================================================================================================
+# The registry: one driver, names derived from it
+# ================================================================================================
+def test_a_new_sampler_is_one_step_rule_and_one_registry_entry():
+    # the probability-flow ODE by Euler's method; for data N(0, I) under VP the exact eps is sigma x,
+    # the drift f x + g^2 eps / (2 sigma) = (-beta / 2 + beta / 2) x vanishes and the flow is the identity
+    from genlab.models.diffusion.samplers import StepRule, register_sampler
+
+    @register_sampler("test_euler_ode", summary="The probability-flow ODE by Euler's method", default_steps=7)
+    class EulerODEStep(StepRule):
+        def step(self, denoiser, x, t, s, generator):
+            return x + (s - t)[:, None] * denoiser.ode_drift(x, t)
+
+    try:
+        schedule = VPSDE()
+        eps_fn, calls = counting(lambda x, t: schedule.sigma(t)[:, None] * x)
+        x_start = torch.randn(8, 2, generator=seeded(0), dtype=F64)
+        seen = []
+        result = get_sampler("test_euler_ode")(
+            eps_fn, schedule, x_start=x_start, denoise_final=False, return_trajectory=True,
+            after_step=lambda x, t: seen.append(float(t[0])) or x,
+        )  # fmt: skip
+        torch.testing.assert_close(result.x, x_start, rtol=0, atol=1e-12)
+        times = schedule.sampling_times(7, dtype=F64)
+        assert result.nfe == len(calls) == 7 and len(result.trajectory) == 8
+        assert seen == pytest.approx(times[1:].tolist())
+    finally:
+        del SAMPLERS["test_euler_ode"]
+
+
+def test_cli_choices_reexports_and_registry_are_the_same_samplers():
+    import argparse
+
+    import genlab.models.diffusion as diffusion
+    from genlab.cli.main import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    options = {command: a for command, p in commands.items() for a in p._actions if "--sampler" in a.option_strings}
+    assert "sample" in options
+    for command, option in options.items():
+        assert set(option.choices) == {"auto", *SAMPLERS}, command
+    reexported = {name for name in diffusion.__all__ if isinstance(getattr(diffusion, name), type(SAMPLERS["ddim"]))}
+    assert {getattr(diffusion, name).name for name in reexported} == set(SAMPLERS)
+    assert all(getattr(diffusion, name) is SAMPLERS[getattr(diffusion, name).name] for name in reexported)
+
+
+def test_derived_sampler_sets_follow_each_samplers_declared_properties():
+    import dataclasses
+    import inspect
+
+    from genlab.apps.editing import RESAMPLING_SAMPLERS
+    from genlab.models.diffusion.model import DiffusionConfig
+
+    assert RESAMPLING_SAMPLERS == tuple(name for name, sampler in SAMPLERS.items() if sampler.resamples)
+    assert "ancestral" in RESAMPLING_SAMPLERS and "dpm_solver" not in RESAMPLING_SAMPLERS  # multistep: keeps x0_hat
+    fields = {f.name for f in dataclasses.fields(DiffusionConfig)}
+    for name, sampler in SAMPLERS.items():
+        rule_options = set(inspect.signature(sampler.rule).parameters)
+        assert set(sampler.config_options) <= fields & rule_options, name
+        assert set(sampler.defaults) <= rule_options, name
+        # an option fixed by the entry (the SDE variant's eta = 1) is never overwritten from the config
+        assert not set(sampler.defaults) & set(sampler.config_options), name

@@ -43,6 +43,7 @@ from genlab.data.transforms import quantize
 from genlab.errors import ConfigError, DataError
 from genlab.models.diffusion.latent import LatentDiffusionModel
 from genlab.models.diffusion.model import DiffusionModel
+from genlab.models.diffusion.samplers import SAMPLERS
 from genlab.models.diffusion.schedules import EDMSchedule, NoiseSchedule
 from genlab.nn.distributions import sample_standard_normal
 
@@ -51,8 +52,8 @@ __all__ = ["inpaint", "regenerate", "strength_to_time", "read_image", "read_mask
 # steps of a full trajectory when neither the caller nor the model's config gives them (DDIM's default);
 # used where a number must be known in advance: SDEdit's share of them and RePaint's resampling grid
 DEFAULT_STEPS = 50
-# samplers that take one update per pair of times, so that a step can be repeated (RePaint's resampling)
-RESAMPLING_SAMPLERS = ("ancestral", "ddim", "euler_maruyama", "pc")
+# samplers whose update depends on (x, t, s) alone, so that a step can be repeated (RePaint's resampling)
+RESAMPLING_SAMPLERS = tuple(name for name, sampler in SAMPLERS.items() if sampler.resamples)
 # results per row of the grid `save_edit_grid` writes, and the least side of its tiles (8x8 digits: 8 times)
 RESULTS_PER_ROW = 8
 MIN_TILE_PIXELS = 64
@@ -81,7 +82,7 @@ def inpaint(
     + (1 - m) x_s. resample = U > 1 takes each step U times, drawing x_t ~ q(x_t | x_s) = N(alpha_{t|s}
     x_s, sigma_{t|s}^2 I) between the repeats (RePaint's resampling with jump length 1): U times the
     network calls, on the grid `schedule.sampling_times(steps)` (steps default: the model's sample_steps,
-    else 50), with a sampler of one update per step ("ancestral", "ddim", "euler_maruyama", "pc").
+    else 50), with a sampler whose steps stand alone (`RESAMPLING_SAMPLERS`: ancestral, DDIM, ...).
 
     model: a DiffusionModel (ddpm, ncsn, score-sde, edm, dit, ...); x: (B, *model.spec.shape) in the
     data's space; mask: 1 (True) = known, 0 = generate, any shape broadcasting to x's, e.g. (1, 1, H, W)

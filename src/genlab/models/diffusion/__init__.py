@@ -1,6 +1,7 @@
 """Diffusion models in four separate parts (Karras et al. 2022's view): the forward process
 (`schedules`), the training objective (`objectives`), the network (`genlab.nn`), and the sampler
-(`samplers`); `analytic` holds exact denoisers of Gaussian-mixture data for tests and demos."""
+(`samplers`, each a step rule in the `SAMPLERS` registry; a test checks that every registered
+sampler is re-exported here); `analytic` holds exact denoisers of Gaussian-mixture data for tests and demos."""
 
 from genlab.models.diffusion.schedules import (
     SCHEDULES,
@@ -18,17 +19,22 @@ from genlab.models.diffusion.schedules import (
 from genlab.models.diffusion.samplers import (
     SAMPLERS,
     LikelihoodResult,
+    Sampler,
     SampleResult,
+    StepRule,
     ancestral_sample,
     annealed_langevin_sample,
     ddim_invert,
     ddim_sample,
+    dpm_solver_sample,
+    dpm_solver_sde_sample,
     euler_maruyama_sample,
     get_sampler,
     heun_sample,
     ode_log_likelihood,
     ode_sample,
     predictor_corrector_sample,
+    register_sampler,
 )
 from genlab.models.diffusion.analytic import ExactDenoiserNetwork, GaussianMixtureData
 
@@ -46,17 +52,22 @@ __all__ = [
     "get_schedule",
     "SAMPLERS",
     "LikelihoodResult",
+    "Sampler",
     "SampleResult",
+    "StepRule",
     "ancestral_sample",
     "annealed_langevin_sample",
     "ddim_invert",
     "ddim_sample",
+    "dpm_solver_sample",
+    "dpm_solver_sde_sample",
     "euler_maruyama_sample",
     "get_sampler",
     "heun_sample",
     "ode_log_likelihood",
     "ode_sample",
     "predictor_corrector_sample",
+    "register_sampler",
     "ExactDenoiserNetwork",
     "GaussianMixtureData",
 ]

@@ -9,7 +9,8 @@ The model works in a normalised space: images are mapped from the data's value r
 vectors and tables are standardised per dimension (statistics taken from the training split by
 `initialize_from_data`). `sample` maps back. Registered presets differ only in their defaults:
 "ddpm" (Ho et al. 2020), "ncsn" (Song & Ermon 2019), "score-sde" (Song et al. 2021), "edm"
-(Karras et al. 2022) and "dit" (Peebles & Xie 2023).
+(Karras et al. 2022) and "dit" (Peebles & Xie 2023), each a config subclass and a model subclass at
+the end of this file (`NcsnConfig`, `NcsnModel`, ...).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, LikelihoodMeasure, Loss, Trajectory
 from genlab.models.diffusion.objectives import PREDICTIONS, WEIGHTINGS, DenoisingLoss, EDMPreconditioning, ddpm_vlb
 from genlab.models.diffusion.samplers import SAMPLERS, SampleResult, get_sampler, ode_log_likelihood
-from genlab.models.diffusion.schedules import SCHEDULES, DiscreteSchedule, NoiseSchedule, get_schedule
+from genlab.models.diffusion.schedules import SCHEDULES, DiscreteSchedule, NoiseSchedule, get_schedule, schedule_parameters
 from genlab.nn.builders import resolve_net
 from genlab.nn.dit import DIT_PRESETS, DiT
 from genlab.nn.time_mlp import TimeConditionedMLP
@@ -36,8 +37,6 @@ from genlab.nn.unet import UNET_PRESETS, UNet
 from genlab.registry import register
 
 DIFFUSION_NETS = ("auto", "unet", "dit", "mlp")
-# keywords of each sampler beyond the common ones, taken from the config
-_SAMPLER_OPTIONS = {"ddim": ("eta",), "dpm_solver": ("eta",)}
 # the exact trace costs one backward pass per dimension and Hutchinson's one per probe, so
 # trace="auto" takes the exact one (no estimator noise) only up to this many dimensions
 ODE_EXACT_TRACE_MAX_DIM = 16
@@ -62,14 +61,12 @@ class DiffusionConfig(Config):
     patch_size: DiT only: the patch side (the preset's name carries it otherwise).
     hidden, embedding_dim: the MLP's widths and noise-level embedding size (vectors).
     dropout: UNet dropout (None: the preset's).
-    sampler: default sampler of `sample` ("ancestral", "ddim", "dpm_solver", "dpm_solver_sde",
-        "langevin", "euler_maruyama", "pc", "heun", "ode"), or "auto": DPM-Solver++(2M) for images
-        (20 evaluations; digits, 1,000 samples, seeds 0-1: FID 14.0 against 14.8 for DDIM-50 and 15.8
-        for 1,000 ancestral steps), SDE-DPM-Solver++ (50 evaluations) for vectors and tables, where the
-        deterministic samplers smear the modes the network has learnt only roughly and fresh noise
-        at each step corrects it (8gaussians, 1,000 samples, seeds 0-2: MMD 0.0020-0.0028 against
-        0.0018-0.0062 for 1,000 ancestral steps and 0.023 for DDIM-50, the same network);
-        sample_steps: its number of steps (None: the sampler's default); eta: DDIM's and DPM-Solver's.
+    sampler: default sampler of `sample`, a name of `samplers.SAMPLERS`, or "auto": DPM-Solver++(2M)
+        for images (20 evaluations), SDE-DPM-Solver++ (50 evaluations) for vectors and tables, where
+        the deterministic samplers smear the modes the network has learnt only roughly and fresh noise
+        at each step corrects it;
+        sample_steps: its number of steps (None: the sampler's default); eta: DDIM's and DPM-Solver's
+        (the options a sampler takes from the config are its `config_options`).
     class_conditional: condition on the data's labels; label_dropout: the share of labels replaced
         by the "no label" token in training (classifier-free guidance, Ho & Salimans 2022);
         guidance_scale: w of eps = (1 + w) eps(x, y) - w eps(x, no label) at sampling (0: none).
@@ -139,15 +136,17 @@ class DiffusionModel(GenerativeModel):
     """
 
     config: DiffusionConfig
-    # digits: 4,000 steps of the "small" UNet take 9 minutes on 2 CPU cores (README)
+    # sized for the small presets on small data (digits, the 2D toys) trained on a CPU
     train_defaults = {"max_steps": 4000, "lr": 1e-3, "lr_schedule": "cosine", "warmup_steps": 100, "ema_decay": 0.999}
 
     def __init__(self, config: DiffusionConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
         if config.class_conditional and not spec.num_classes:
             raise ConfigError(f"class_conditional=True needs labelled data; {spec.name!r} has no labels")
-        self.schedule: NoiseSchedule = get_schedule(config.schedule, **({"steps": config.steps} if config.schedule in ("linear", "cosine") else {}))
-        self.preconditioning = EDMPreconditioning(config.sigma_data) if config.schedule == "edm" else None
+        # N applies to the schedules built with a number of steps (the discrete DDPM ones)
+        schedule_options = {"steps": config.steps} if "steps" in schedule_parameters(config.schedule) else {}
+        self.schedule: NoiseSchedule = get_schedule(config.schedule, **schedule_options)
+        self.preconditioning = EDMPreconditioning(config.sigma_data) if self.schedule.edm_preconditioning else None
         prediction, weighting = config.prediction, config.weighting
         if self.preconditioning is not None:
             prediction, weighting = "x0", "edm"
@@ -293,7 +292,7 @@ class DiffusionModel(GenerativeModel):
         t_start, after_step, ...)."""
         name = sampler or self.default_sampler
         sample_fn = get_sampler(name)
-        for key in _SAMPLER_OPTIONS.get(name, ()):
+        for key in sample_fn.config_options:
             options.setdefault(key, getattr(self.config, key))
         if cond is not None:
             cond = self.check_labels(cond, n, self.num_classes)
@@ -440,27 +439,61 @@ class _Flatten(nn.Module):
         return self.net(x.flatten(1), noise_level, y).view(x.shape[0], *self.shape)
 
 
-def _preset(name: str, summary: str, data_kinds: tuple[str, ...] | None = None, **defaults: Any) -> None:
-    """Register a DiffusionModel whose config has other defaults (the same class, the same fields);
-    data_kinds narrows the data it is built for (e.g. a transformer over image patches)."""
-    fields = [(f.name, f.type, dataclasses.field(default=defaults[f.name])) for f in dataclasses.fields(DiffusionConfig) if f.name in defaults]
-    config_class = dataclasses.make_dataclass(
-        f"{name.title().replace('-', '')}Config", fields, bases=(DiffusionConfig,), namespace={"__module__": __name__}
-    )
-    globals()[config_class.__name__] = config_class
-    namespace = {"__module__": __name__, "__doc__": f"{summary}: DiffusionModel with {defaults}."}
-    if data_kinds is not None:
-        namespace["data_kinds"] = data_kinds
-    model_class = type(f"{name.title().replace('-', '')}Model", (DiffusionModel,), namespace)
-    globals()[model_class.__name__] = model_class
-    register(name, config_class, family="diffusion", summary=summary)(model_class)
+# ================================================================================================
+# Presets: the same model with other defaults (the same fields, so a saved config loads under any)
+# ================================================================================================
+@dataclasses.dataclass
+class NcsnConfig(DiffusionConfig):
+    """NCSN's defaults: VE noise, sigma^2-weighted denoising score matching, annealed Langevin sampling."""
+
+    schedule: str = "ve"
+    weighting: str = "ncsn"
+    sampler: str = "langevin"
 
 
-_preset("ncsn", "Noise-conditional score network (Song & Ermon 2019): VE noise, sigma^2-weighted DSM, annealed Langevin",
-        schedule="ve", weighting="ncsn", sampler="langevin")
-_preset("score-sde", "Score SDE (Song et al. 2021): VP SDE, predictor-corrector sampling, probability-flow ODE",
-        schedule="vp", sampler="pc", sample_steps=500)
-_preset("edm", "EDM (Karras et al. 2022): sigma(t) = t, preconditioned denoiser, Heun's 2nd-order ODE sampler",
-        schedule="edm", sampler="heun", sample_steps=18)
-_preset("dit", "Diffusion transformer (Peebles & Xie 2023): patches, adaLN-Zero blocks, DPM-Solver++(2M) sampling",
-        data_kinds=("image",), net="dit", schedule="linear")
+@register("ncsn", NcsnConfig, family="diffusion", summary="Noise-conditional score network (Song & Ermon 2019): VE noise, sigma^2-weighted DSM, annealed Langevin")
+class NcsnModel(DiffusionModel):
+    """Noise-conditional score network (Song & Ermon 2019): DiffusionModel with NcsnConfig's defaults."""
+
+
+@dataclasses.dataclass
+class ScoreSdeConfig(DiffusionConfig):
+    """The score SDE's defaults: the VP SDE, predictor-corrector sampling in 500 steps."""
+
+    schedule: str = "vp"
+    sampler: str = "pc"
+    sample_steps: int | None = 500
+
+
+@register("score-sde", ScoreSdeConfig, family="diffusion", summary="Score SDE (Song et al. 2021): VP SDE, predictor-corrector sampling, probability-flow ODE")
+class ScoreSdeModel(DiffusionModel):
+    """Score SDE (Song et al. 2021): DiffusionModel with ScoreSdeConfig's defaults."""
+
+
+@dataclasses.dataclass
+class EdmConfig(DiffusionConfig):
+    """EDM's defaults: sigma(t) = t with its preconditioning, Heun's sampler in 18 steps (EDM's CIFAR-10 setting)."""
+
+    schedule: str = "edm"
+    sampler: str = "heun"
+    sample_steps: int | None = 18
+
+
+@register("edm", EdmConfig, family="diffusion", summary="EDM (Karras et al. 2022): sigma(t) = t, preconditioned denoiser, Heun's 2nd-order ODE sampler")
+class EdmModel(DiffusionModel):
+    """EDM (Karras et al. 2022): DiffusionModel with EdmConfig's defaults."""
+
+
+@dataclasses.dataclass
+class DitConfig(DiffusionConfig):
+    """The diffusion transformer's defaults: a DiT over image patches on the linear DDPM schedule."""
+
+    net: str = "dit"
+    schedule: str = "linear"
+
+
+@register("dit", DitConfig, family="diffusion", summary="Diffusion transformer (Peebles & Xie 2023): patches, adaLN-Zero blocks, DPM-Solver++(2M) sampling")
+class DitModel(DiffusionModel):
+    """Diffusion transformer (Peebles & Xie 2023): DiffusionModel with DitConfig's defaults, for images."""
+
+    data_kinds = ("image",)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
 import torch
 from torch import Tensor
@@ -42,82 +42,232 @@ from genlab.nn.distributions import (
 if TYPE_CHECKING:
     from genlab.models.diffusion.schedules import NoiseSchedule
 
-PREDICTIONS = ("eps", "x0", "v")
-WEIGHTINGS = ("simple", "snr", "min_snr", "edm", "ncsn")
 MODEL_VARIANCES = ("beta", "beta_tilde")
 
 EpsFunction = Callable[[Tensor, Tensor], Tensor]  # eps_hat = eps_fn(x_t (B, ...), t (B,) continuous time)
 ScoreFunction = Callable[[Tensor], Tensor]  # s(x) = grad_x log p(x): (B, ...) -> (B, ...)
 
 
+# -- prediction parameterisations -----------------------------------------------------------------
+class Prediction:
+    """What the network outputs, given x_t = alpha x0 + sigma eps: its training target, the way back
+    from an output to (eps_hat, x0_hat), and the factor k(t) of its own error on the x0 error,
+    ||output - target||^2 = k(t) ||x0_hat - x0||^2. alpha, sigma: (B,); tensors (B, ...)."""
+
+    name: ClassVar[str]
+
+    def target(self, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """What the network should output for x_t = alpha x0 + sigma eps; alpha, sigma expanded like x0."""
+        raise NotImplementedError
+
+    def to_eps_and_x0(self, output: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        """(eps_hat, x0_hat) from the output; alpha, sigma expanded like x_t."""
+        raise NotImplementedError
+
+    def error_factor(self, alpha: Tensor, sigma: Tensor) -> Tensor:
+        """k(t), (B,): the weight w(t) on the x0 error of the unweighted MSE in this space."""
+        raise NotImplementedError
+
+    def weight_ratio(self, weighting: "Weighting", alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        """r(t) = w(t) / k(t) for a weighting w = numerator / sigma^2, finite where alpha or sigma vanish."""
+        return weighting.numerator(alpha, sigma, sigma_data, min_snr_gamma) / (sigma**2 * self.error_factor(alpha, sigma))
+
+
+PREDICTIONS: dict[str, Prediction] = {}
+WEIGHTINGS: dict[str, "Weighting"] = {}
+
+
+def _register(registry: dict, name: str) -> Callable[[type], type]:
+    """Class decorator: one instance of the class in `registry` under `name`."""
+
+    def decorate(cls: type) -> type:
+        cls.name = name
+        registry[name] = cls()
+        return cls
+
+    return decorate
+
+
+@_register(PREDICTIONS, "eps")
+class EpsPrediction(Prediction):
+    """eps_hat (Ho et al. 2020): x0_hat = (x_t - sigma eps_hat) / alpha; eps_hat - eps = -(alpha / sigma)
+    (x0_hat - x0), so k = SNR = alpha^2 / sigma^2."""
+
+    def target(self, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        return eps
+
+    def to_eps_and_x0(self, output: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        return output, (x_t - sigma * output) / alpha
+
+    def error_factor(self, alpha: Tensor, sigma: Tensor) -> Tensor:
+        return alpha**2 / sigma**2
+
+    def weight_ratio(self, weighting: "Weighting", alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        # w / SNR, written by each weighting so that alpha -> 0 stays finite
+        return weighting.over_snr(alpha, sigma, sigma_data, min_snr_gamma)
+
+
+@_register(PREDICTIONS, "x0")
+class X0Prediction(Prediction):
+    """x0_hat: eps_hat = (x_t - alpha x0_hat) / sigma (undefined at sigma = 0); k = 1."""
+
+    def target(self, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        return x0
+
+    def to_eps_and_x0(self, output: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        return (x_t - alpha * output) / sigma, output
+
+    def error_factor(self, alpha: Tensor, sigma: Tensor) -> Tensor:
+        return torch.ones_like(alpha)
+
+
+@_register(PREDICTIONS, "v")
+class VPrediction(Prediction):
+    """v_hat, v = alpha eps - sigma x0 (Salimans & Ho 2022, sec. 4; for alpha^2 + sigma^2 = 1 it is
+    d x_phi / d phi with alpha = cos phi, sigma = sin phi; the same formula is used unchanged for VE/EDM,
+    alpha = 1): x0_hat = (alpha x_t - sigma v_hat) / (alpha^2 + sigma^2), eps_hat = (sigma x_t + alpha v_hat)
+    / (alpha^2 + sigma^2); v_hat - v = -((alpha^2 + sigma^2) / sigma) (x0_hat - x0), so
+    k = (alpha^2 + sigma^2)^2 / sigma^2 (SNR + 1 for VP)."""
+
+    def target(self, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        return alpha * eps - sigma * x0
+
+    def to_eps_and_x0(self, output: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        total = alpha**2 + sigma**2  # 1 for VP processes
+        return (sigma * x_t + alpha * output) / total, (alpha * x_t - sigma * output) / total
+
+    def error_factor(self, alpha: Tensor, sigma: Tensor) -> Tensor:
+        return (alpha**2 + sigma**2) ** 2 / sigma**2
+
+    def weight_ratio(self, weighting: "Weighting", alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        return weighting.numerator(alpha, sigma, sigma_data, min_snr_gamma) / (alpha**2 + sigma**2) ** 2
+
+
+def _lookup(registry: dict, what: str, name: str) -> Any:
+    """registry[name], else a ConfigError naming the allowed values."""
+    if name not in registry:
+        raise ConfigError(f"unknown {what} {name!r}; choose one of {', '.join(registry)}")
+    return registry[name]
+
+
+def get_prediction(prediction: str) -> Prediction:
+    """The parameterisation registered as `prediction`, else a ConfigError naming the allowed values."""
+    return _lookup(PREDICTIONS, "prediction", prediction)
+
+
 def check_prediction(prediction: str) -> str:
     """`prediction` if it is one of PREDICTIONS, else a ConfigError naming the allowed values."""
-    if prediction not in PREDICTIONS:
-        raise ConfigError(f"unknown prediction {prediction!r}; choose one of {', '.join(PREDICTIONS)}")
-    return prediction
+    return get_prediction(prediction).name
 
 
-def check_weighting(weighting: str) -> str:
-    """`weighting` if it is one of WEIGHTINGS, else a ConfigError naming the allowed values."""
-    if weighting not in WEIGHTINGS:
-        raise ConfigError(f"unknown loss weighting {weighting!r}; choose one of {', '.join(WEIGHTINGS)}")
-    return weighting
-
-
-# -- prediction parameterisations -----------------------------------------------------------------
 def prediction_target(prediction: str, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
-    """What a network of this parameterisation should output for x_t = alpha x0 + sigma eps.
-
-    "eps": eps (Ho et al. 2020); "x0": x0; "v": v = alpha eps - sigma x0 (Salimans & Ho 2022, sec. 4;
-    for alpha^2 + sigma^2 = 1 it is d x_phi / d phi with alpha = cos phi, sigma = sin phi; the same
-    formula is used unchanged for VE/EDM, alpha = 1). x0, eps: (B, ...); alpha, sigma: (B,).
+    """What a network of this parameterisation should output for x_t = alpha x0 + sigma eps:
+    "eps": eps (Ho et al. 2020); "x0": x0; "v": v = alpha eps - sigma x0 (`VPrediction`).
+    x0, eps: (B, ...); alpha, sigma: (B,).
 
     >>> x0, eps = torch.tensor([[1.0]]), torch.tensor([[2.0]])
     >>> prediction_target("v", x0, eps, torch.tensor([0.6]), torch.tensor([0.8]))
     tensor([[0.4000]])
     """
-    check_prediction(prediction)
-    if prediction == "eps":
-        return eps
-    if prediction == "x0":
-        return x0
-    return expand_like(alpha, x0) * eps - expand_like(sigma, x0) * x0
+    return get_prediction(prediction).target(x0, eps, expand_like(alpha, x0), expand_like(sigma, x0))
 
 
 def to_eps_and_x0(prediction: str, output: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
-    """(eps_hat, x0_hat) from a network output, the exact inverse of `prediction_target`.
-
-    Uses x_t = alpha x0_hat + sigma eps_hat:
-        "eps": x0_hat = (x_t - sigma eps_hat) / alpha
-        "x0":  eps_hat = (x_t - alpha x0_hat) / sigma         (undefined at sigma = 0)
-        "v":   x0_hat = (alpha x_t - sigma v_hat) / (alpha^2 + sigma^2),
-               eps_hat = (sigma x_t + alpha v_hat) / (alpha^2 + sigma^2)
+    """(eps_hat, x0_hat) from a network output, the exact inverse of `prediction_target`, by
+    x_t = alpha x0_hat + sigma eps_hat (each `Prediction` states its formula).
     output, x_t: (B, ...); alpha, sigma: (B,). Returns two (B, ...) tensors (at least float32).
 
     >>> x_t = torch.tensor([[1.0]])
     >>> to_eps_and_x0("eps", torch.tensor([[0.5]]), x_t, torch.tensor([0.6]), torch.tensor([0.8]))
     (tensor([[0.5000]]), tensor([[1.]]))
     """
-    check_prediction(prediction)
+    parameterisation = get_prediction(prediction)
     output, x_t = at_least_float32(output), at_least_float32(x_t)
     a, s = expand_like(at_least_float32(alpha), x_t), expand_like(at_least_float32(sigma), x_t)
-    if prediction == "eps":
-        return output, (x_t - s * output) / a
-    if prediction == "x0":
-        return (x_t - a * output) / s, output
-    total = a**2 + s**2  # 1 for VP processes
-    return (s * x_t + a * output) / total, (a * x_t - s * output) / total
+    return parameterisation.to_eps_and_x0(output, x_t, a, s)
 
 
 # -- weighted denoising losses ----------------------------------------------------------------
-def _weight_numerator(weighting: str, alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
-    """sigma^2 w(t) for the weightings other than "simple" (finite at sigma = 0)."""
-    a2, s2 = alpha**2, sigma**2
-    if weighting in ("snr", "ncsn"):
-        return a2
-    if weighting == "min_snr":
-        return torch.minimum(a2, min_snr_gamma * s2)
-    return a2 + s2 / sigma_data**2  # "edm"
+class Weighting:
+    """A loss weighting over noise levels: w(t) on the x0 error, and r(t) = w(t) / k(t) on the error of
+    a prediction's own space (k: `Prediction.error_factor`). alpha, sigma: (B,) -> (B,)."""
+
+    name: ClassVar[str]
+
+    def weight(self, prediction: Prediction, alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        """w(t): numerator / sigma^2."""
+        return self.numerator(alpha, sigma, sigma_data, min_snr_gamma) / sigma**2
+
+    def ratio(self, prediction: Prediction, alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        """r(t) = w(t) / k(t), as the prediction writes it."""
+        return prediction.weight_ratio(self, alpha, sigma, sigma_data, min_snr_gamma)
+
+    def numerator(self, alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        """sigma^2 w(t), finite at sigma = 0."""
+        raise NotImplementedError
+
+    def over_snr(self, alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        """w(t) / SNR = numerator / alpha^2, finite at alpha = 0."""
+        raise NotImplementedError
+
+
+@_register(WEIGHTINGS, "simple")
+class SimpleWeighting(Weighting):
+    """The unweighted MSE in the prediction's own space (DDPM's L_simple for eps): w = k(t), r = 1."""
+
+    def weight(self, prediction: Prediction, alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        return prediction.error_factor(alpha, sigma)
+
+    def ratio(self, prediction: Prediction, alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        return torch.ones_like(alpha)
+
+
+@_register(WEIGHTINGS, "snr")
+class SNRWeighting(Weighting):
+    """w = SNR = alpha^2 / sigma^2: the eps-MSE, whatever the prediction."""
+
+    def numerator(self, alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        return alpha**2
+
+    def over_snr(self, alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        return torch.ones_like(alpha)
+
+
+@_register(WEIGHTINGS, "min_snr")
+class MinSNRWeighting(Weighting):
+    """w = min(SNR, gamma) (Hang et al. 2023, "Min-SNR")."""
+
+    def numerator(self, alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        return torch.minimum(alpha**2, min_snr_gamma * sigma**2)
+
+    def over_snr(self, alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        return torch.clamp(min_snr_gamma * sigma**2 / alpha**2, max=1.0)
+
+
+@_register(WEIGHTINGS, "edm")
+class EDMWeighting(Weighting):
+    """w = SNR + 1 / sigma_data^2 (Karras et al. 2022, sec. 5)."""
+
+    def numerator(self, alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        return alpha**2 + sigma**2 / sigma_data**2
+
+    def over_snr(self, alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        return 1.0 + sigma**2 / (sigma_data**2 * alpha**2)
+
+
+@_register(WEIGHTINGS, "ncsn")
+class NCSNWeighting(SNRWeighting):
+    """w = SNR under the name the NCSN papers use: lambda(sigma) = sigma^2 on the score error (Song & Ermon 2019)."""
+
+
+def get_weighting(weighting: str) -> Weighting:
+    """The weighting registered as `weighting`, else a ConfigError naming the allowed values."""
+    return _lookup(WEIGHTINGS, "loss weighting", weighting)
+
+
+def check_weighting(weighting: str) -> str:
+    """`weighting` if it is one of WEIGHTINGS, else a ConfigError naming the allowed values."""
+    return get_weighting(weighting).name
 
 
 def loss_weight(
@@ -148,16 +298,9 @@ def loss_weight(
     >>> loss_weight("min_snr", torch.tensor([1.0, 1.0]), torch.tensor([0.1, 1.0]))
     tensor([5., 1.])
     """
-    check_weighting(weighting)
+    weights = get_weighting(weighting)
     alpha, sigma = at_least_float32(alpha), at_least_float32(sigma)
-    if weighting == "simple":
-        check_prediction(prediction)
-        if prediction == "eps":
-            return alpha**2 / sigma**2
-        if prediction == "x0":
-            return torch.ones_like(alpha)
-        return (alpha**2 + sigma**2) ** 2 / sigma**2
-    return _weight_numerator(weighting, alpha, sigma, sigma_data, min_snr_gamma) / sigma**2
+    return weights.weight(get_prediction(prediction), alpha, sigma, sigma_data, min_snr_gamma)
 
 
 def denoising_loss(
@@ -189,28 +332,12 @@ def denoising_loss(
     >>> denoising_loss(torch.zeros(2, 3), x0, eps, torch.ones(2), torch.ones(2))
     tensor([1., 1.])
     """
-    check_prediction(prediction)
-    check_weighting(weighting)
+    parameterisation, weights = get_prediction(prediction), get_weighting(weighting)
     output, x0, eps = at_least_float32(output), at_least_float32(x0), at_least_float32(eps)
     alpha, sigma = at_least_float32(alpha), at_least_float32(sigma)
-    target = prediction_target(prediction, x0, eps, alpha, sigma)
+    target = parameterisation.target(x0, eps, expand_like(alpha, x0), expand_like(sigma, x0))
     squared_error = (output - target).pow(2).flatten(1).mean(1)  # (B, ...) -> (B,)
-    if weighting == "simple":
-        return squared_error
-    numerator = _weight_numerator(weighting, alpha, sigma, sigma_data, min_snr_gamma)  # sigma^2 w(t)
-    if prediction == "eps":
-        # w / SNR = numerator / alpha^2, written per weighting so that alpha -> 0 stays finite for "snr"
-        if weighting in ("snr", "ncsn"):
-            ratio = torch.ones_like(alpha)
-        elif weighting == "min_snr":
-            ratio = torch.clamp(min_snr_gamma * sigma**2 / alpha**2, max=1.0)
-        else:
-            ratio = 1.0 + sigma**2 / (sigma_data**2 * alpha**2)
-    elif prediction == "x0":
-        ratio = numerator / sigma**2
-    else:
-        ratio = numerator / (alpha**2 + sigma**2) ** 2
-    return ratio * squared_error
+    return weights.ratio(parameterisation, alpha, sigma, sigma_data, min_snr_gamma) * squared_error
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,11 @@ The reverse-time SDE and the probability-flow ODE of the forward SDE dx = f(t) x
     dx = [f(t) x - g(t)^2 score(x, t)] dt + g(t) dW_bar,        dx/dt = f(t) x - g(t)^2 score(x, t) / 2
                                                                        = f(t) x + g(t)^2 eps_hat / (2 sigma(t)).
 
-Every sampler takes `(eps_fn, schedule, shape)` and the same keywords:
+A sampler is a step rule (a `StepRule`: the update x_t -> x_s for one pair of times, with whatever
+state a multistep method keeps between steps, as a diffusers scheduler's `set_timesteps` and `step`)
+registered with `register_sampler` under a name, a summary, its default number of steps and its
+defaults. One driver (`Sampler.__call__`) runs every rule, so every sampler takes `(eps_fn, schedule,
+shape)` and the same keywords:
 
 - `steps` or an explicit decreasing `times` tensor (default `schedule.sampling_times(steps)`);
 - `x_start` with `t_start` to start from a given x_t (SDEdit, Meng et al. 2022: noise an image to
@@ -27,17 +31,19 @@ Every sampler takes `(eps_fn, schedule, shape)` and the same keywords:
 - `denoise_final`: where the last time still has noise (sigma > 0, as for VP at t_min = 1e-3), return
   Tweedie's estimate x0_hat = E[x_0 | x_t] there, at the cost of one more call (Efron 2011; the "denoising
   step" of Song & Ermon 2019 and Jolicoeur-Martineau et al. 2021);
-- `return_trajectory`: keep x at the start and after each step.
+- `return_trajectory`: keep x at the start and after each step;
 
-They return `SampleResult(x, nfe, trajectory)`, nfe counting the calls of eps_fn (each on the whole batch).
-All run under torch.no_grad(), except the divergence in `ode_log_likelihood`.
+and the options of its rule (eta, s_churn, corrector_steps, ...). They return `SampleResult(x, nfe,
+trajectory)`, nfe counting the calls of eps_fn (each on the whole batch). All run under torch.no_grad(),
+except the divergence in `ode_log_likelihood`. Adding a sampler is one `StepRule` subclass under one
+`@register_sampler(...)`; the CLI's choices, the model's config and the editing tools read `SAMPLERS`.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -50,6 +56,9 @@ from genlab.nn.distributions import sample_standard_normal
 __all__ = [
     "SampleResult",
     "LikelihoodResult",
+    "StepRule",
+    "Sampler",
+    "register_sampler",
     "ancestral_sample",
     "ddim_sample",
     "ddim_invert",
@@ -113,6 +122,11 @@ class _Denoiser:
             eps = torch.where(sigma > 0, self.schedule.eps_from_x0(x, t, x0), eps)
         return eps, x0
 
+    def score(self, x: Tensor, t: Tensor) -> Tensor:
+        """score(x, t) = -eps_hat / sigma(t), (B, ...)."""
+        eps, _ = self(x, t)
+        return -eps / expand_like(self.schedule.sigma(t).to(x.dtype), x)
+
     def ode_drift(self, x: Tensor, t: Tensor) -> Tensor:
         """dx/dt = f(t) x + g(t)^2 eps_hat / (2 sigma(t)) of the probability-flow ODE."""
         eps, _ = self(x, t)
@@ -136,12 +150,9 @@ def _noise(x: Tensor, generator: torch.Generator | None) -> Tensor:
 def _start(
     schedule: NoiseSchedule,
     shape: Sequence[int] | None,
+    times: Tensor,
     *,
-    steps: int | None,
-    default_steps: int,
-    times: Tensor | None,
     x_start: Tensor | None,
-    t_start: float | None,
     generator: torch.Generator | None,
     device: torch.device | str | None,
     dtype: torch.dtype | None,
@@ -156,13 +167,7 @@ def _start(
     elif shape is None:
         raise ConfigError("pass the shape of the batch to draw, e.g. shape=(16, 2), or x_start to start from")
     dtype = dtype or torch.get_default_dtype()
-    if times is None:
-        times = schedule.sampling_times(steps if steps is not None else _default_steps(schedule, default_steps, t_start), t_start=t_start)
-    else:
-        times = torch.as_tensor(times, dtype=torch.float64)
-        if t_start is not None and not math.isclose(float(times[0]), float(t_start), rel_tol=1e-6):
-            raise ConfigError(f"t_start={t_start} differs from times[0]={float(times[0])}; pass one of them")
-    times = times.to(device=device, dtype=_time_dtype(dtype))
+    times = torch.as_tensor(times, dtype=torch.float64).to(device=device, dtype=_time_dtype(dtype))
     if times.dim() != 1 or times.numel() < min_times:
         raise ConfigError(f"times must be a 1-D tensor of at least {min_times} decreasing times, got shape {tuple(times.shape)}")
     if not bool((times[:-1] > times[1:]).all()):
@@ -238,26 +243,142 @@ def _noisy_times(schedule: NoiseSchedule, times: Tensor) -> Tensor:
 
 
 # ================================================================================================
-# 1-2. Ancestral sampling and DDIM
+# The step rule and the one driver
 # ================================================================================================
-@torch.no_grad()
-def ancestral_sample(
-    eps_fn: EpsFn,
-    schedule: NoiseSchedule,
-    shape: Sequence[int] | None = None,
+class StepRule:
+    """One sampler's update x_t -> x_s, and any state it keeps between updates.
+
+    The driver (`Sampler.__call__`) builds the rule from its options, asks it for the times when the
+    caller gave none (`grid`), lets it adjust them and reset its state (`set_times`), then for each
+    (t, s) of `updates(times)` calls `step(denoiser, x, t, s, generator)` and after it the caller's
+    after_step(x, s). A subclass writes `step` (and `__init__` for its options); the other hooks have
+    the usual defaults: the schedule's grid of the sampler's default steps, pairs of consecutive times.
+    `denoiser(x, t)` returns (eps_hat, x0_hat) and counts the call; t, s are (B,) vectors of one time.
+    """
+
+    min_times: ClassVar[int] = 2  # times the rule needs: a pair for one step
+
+    def grid(self, schedule: NoiseSchedule, steps: int | None, t_start: float | None, default_steps: int) -> Tensor:
+        """The decreasing times when the caller passed none: `schedule.sampling_times(steps)`, steps
+        defaulting to the sampler's, at most the DDPM grid steps below t_start (`_default_steps`)."""
+        steps = steps if steps is not None else _default_steps(schedule, default_steps, t_start)
+        return schedule.sampling_times(steps, t_start=t_start)
+
+    def set_times(self, schedule: NoiseSchedule, times: Tensor) -> Tensor:
+        """The times the run will walk (by default those given), and the rule's state reset for them."""
+        return times
+
+    def updates(self, times: Tensor) -> Iterator[tuple[Tensor, Tensor, bool]]:
+        """(t, s, keep) for each update: t -> s, keep: whether the trajectory records the state after it."""
+        for i in range(times.numel() - 1):
+            yield times[i], times[i + 1], True
+
+    def step(self, denoiser: _Denoiser, x: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
+        """x_s from x_t, (B, ...)."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, eq=False)
+class Sampler:
+    """A registered sampler: its name, a line of summary, its step rule and what the driver needs of it.
+
+    default_steps: int, or a function of the schedule (ancestral sampling walks the DDPM grid);
+    defaults: options given to the rule unless the caller passes them (the SDE variant of DPM-Solver
+    is eta = 1); config_options: options a model takes from its config (`DiffusionConfig.eta`);
+    resamples: whether each update depends on (x, t, s) alone, so that a single step can be taken by
+    itself and repeated (RePaint's resampling in `apps/editing.py`).
+
+    Called as sampler(eps_fn, schedule, shape, **keywords) -> SampleResult (the module's docstring).
+    """
+
+    name: str
+    summary: str
+    rule: type[StepRule]
+    default_steps: int | Callable[[NoiseSchedule], int]
+    defaults: dict[str, Any] = field(default_factory=dict)
+    config_options: tuple[str, ...] = ()
+    resamples: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "__doc__", f"{self.summary}.\n\n{self.rule.__doc__ or ''}")
+
+    def __repr__(self) -> str:
+        return f"Sampler({self.name!r}, {self.rule.__name__})"
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        eps_fn: EpsFn,
+        schedule: NoiseSchedule,
+        shape: Sequence[int] | None = None,
+        *,
+        steps: int | None = None,
+        times: Tensor | None = None,
+        x_start: Tensor | None = None,
+        t_start: float | None = None,
+        generator: torch.Generator | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        after_step: AfterStep | None = None,
+        clip_denoised: tuple[float, float] | None = None,
+        denoise_final: bool = True,
+        return_trajectory: bool = False,
+        **options: Any,
+    ) -> SampleResult:
+        rule = self.rule(**{**self.defaults, **options})
+        denoiser = _Denoiser(eps_fn, schedule, clip_denoised)
+        if times is None:
+            default = self.default_steps if isinstance(self.default_steps, int) else self.default_steps(schedule)
+            times = rule.grid(schedule, steps, t_start, default)
+        elif t_start is not None and not math.isclose(float(times[0]), float(t_start), rel_tol=1e-6):
+            raise ConfigError(f"t_start={t_start} differs from times[0]={float(times[0])}; pass one of them")
+        x, times = _start(
+            schedule, shape, times, x_start=x_start, generator=generator, device=device, dtype=dtype, min_times=rule.min_times
+        )
+        times = rule.set_times(schedule, times)
+        trajectory = [x] if return_trajectory else None
+        for t, s, keep in rule.updates(times):
+            t, s = _at(t, x), _at(s, x)
+            x = rule.step(denoiser, x, t, s, generator)
+            if after_step is not None:
+                x = after_step(x, s)
+            if keep and trajectory is not None:
+                trajectory.append(x)
+        return _finish(denoiser, x, times[-1], denoise_final, trajectory)
+
+
+SAMPLERS: dict[str, Sampler] = {}
+
+
+def register_sampler(
+    name: str,
     *,
-    steps: int | None = None,
-    times: Tensor | None = None,
-    x_start: Tensor | None = None,
-    t_start: float | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    after_step: AfterStep | None = None,
-    clip_denoised: tuple[float, float] | None = None,
-    denoise_final: bool = True,
-    return_trajectory: bool = False,
-) -> SampleResult:
+    summary: str,
+    default_steps: int | Callable[[NoiseSchedule], int],
+    defaults: dict[str, Any] | None = None,
+    config_options: tuple[str, ...] = (),
+    resamples: bool = False,
+) -> Callable[[type[StepRule]], type[StepRule]]:
+    """Class decorator: register a `StepRule` as the sampler `name` (fields as `Sampler`'s); one rule may
+    carry several names with different defaults."""
+
+    def decorate(rule: type[StepRule]) -> type[StepRule]:
+        if name in SAMPLERS:
+            raise ConfigError(f"sampler name {name!r} is registered twice ({SAMPLERS[name].rule.__name__}, {rule.__name__})")
+        SAMPLERS[name] = Sampler(name, summary, rule, default_steps, dict(defaults or {}), tuple(config_options), resamples)
+        return rule
+
+    return decorate
+
+
+# ================================================================================================
+# 1-2. Ancestral sampling, DDIM and DPM-Solver++
+# ================================================================================================
+@register_sampler(
+    "ancestral", summary="DDPM ancestral sampling (Ho et al. 2020, alg. 2)",
+    default_steps=lambda schedule: schedule.discrete_steps or 1000, resamples=True,
+)  # fmt: skip
+class AncestralStep(StepRule):
     """DDPM ancestral sampling (Ho et al. 2020, alg. 2) on the full grid or any sub-sequence of times.
 
     Each step t -> s draws x_s ~ q(x_s | x_t, x0_hat(x_t, t)), the posterior of the forward process given
@@ -272,43 +393,15 @@ def ancestral_sample(
     >>> out.x.shape, out.nfe
     (torch.Size([3, 2]), 10)
     """
-    denoiser = _Denoiser(eps_fn, schedule, clip_denoised)
-    x, times = _start(
-        schedule, shape, steps=steps, default_steps=schedule.discrete_steps or 1000, times=times,
-        x_start=x_start, t_start=t_start, generator=generator, device=device, dtype=dtype,
-    )  # fmt: skip
-    trajectory = [x] if return_trajectory else None
-    for i in range(times.numel() - 1):
-        t, s = _at(times[i], x), _at(times[i + 1], x)
+
+    def step(self, denoiser: _Denoiser, x: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
         _, x0 = denoiser(x, t)
-        mean, variance = schedule.posterior(x, x0, t, s)
-        x = mean + expand_like(variance.sqrt().to(x.dtype), x) * _noise(x, generator)
-        if after_step is not None:
-            x = after_step(x, s)
-        if trajectory is not None:
-            trajectory.append(x)
-    return _finish(denoiser, x, times[-1], denoise_final, trajectory)
+        mean, variance = denoiser.schedule.posterior(x, x0, t, s)
+        return mean + expand_like(variance.sqrt().to(x.dtype), x) * _noise(x, generator)
 
 
-@torch.no_grad()
-def ddim_sample(
-    eps_fn: EpsFn,
-    schedule: NoiseSchedule,
-    shape: Sequence[int] | None = None,
-    *,
-    eta: float = 0.0,
-    steps: int | None = None,
-    times: Tensor | None = None,
-    x_start: Tensor | None = None,
-    t_start: float | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    after_step: AfterStep | None = None,
-    clip_denoised: tuple[float, float] | None = None,
-    denoise_final: bool = True,
-    return_trajectory: bool = False,
-) -> SampleResult:
+@register_sampler("ddim", summary="DDIM (Song, Meng & Ermon 2021)", default_steps=50, config_options=("eta",), resamples=True)
+class DDIMStep(StepRule):
     """DDIM (Song, Meng & Ermon 2021, eq. 12) on any decreasing sub-sequence of times; steps defaults to 50.
 
     x_s = alpha_s x0_hat + sqrt(sigma_s^2 - c^2) eps_hat + c z,  c^2 = eta^2 sigma_s^2 sigma_{t|s}^2 / sigma_t^2,
@@ -325,52 +418,36 @@ def ddim_sample(
     >>> torch.equal(a.x, b.x), a.nfe  # eta = 0: deterministic
     (True, 5)
     """
-    if not 0.0 <= eta <= 1.0:
-        raise ConfigError(f"eta={eta} must lie in [0, 1] (0: deterministic DDIM, 1: ancestral variance)")
-    denoiser = _Denoiser(eps_fn, schedule, clip_denoised)
-    x, times = _start(
-        schedule, shape, steps=steps, default_steps=50, times=times,
-        x_start=x_start, t_start=t_start, generator=generator, device=device, dtype=dtype,
-    )  # fmt: skip
-    trajectory = [x] if return_trajectory else None
-    for i in range(times.numel() - 1):
-        t, s = _at(times[i], x), _at(times[i + 1], x)
+
+    def __init__(self, *, eta: float = 0.0) -> None:
+        if not 0.0 <= eta <= 1.0:
+            raise ConfigError(f"eta={eta} must lie in [0, 1] (0: deterministic DDIM, 1: ancestral variance)")
+        self.eta = eta
+
+    def step(self, denoiser: _Denoiser, x: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
+        schedule = denoiser.schedule
         eps, x0 = denoiser(x, t)
         alpha_s, sigma_s = schedule.alpha(s).to(x.dtype), schedule.sigma(s).to(x.dtype)
-        if eta > 0:
-            c_squared = eta**2 * schedule.posterior(x, x0, t, s).variance.to(x.dtype)
-            direction = torch.sqrt((sigma_s**2 - c_squared).clamp(min=0.0))
-            x = expand_like(alpha_s, x) * x0 + expand_like(direction, x) * eps + expand_like(c_squared.sqrt(), x) * _noise(x, generator)
-        else:
-            x = expand_like(alpha_s, x) * x0 + expand_like(sigma_s, x) * eps
-        if after_step is not None:
-            x = after_step(x, s)
-        if trajectory is not None:
-            trajectory.append(x)
-    return _finish(denoiser, x, times[-1], denoise_final, trajectory)
+        if self.eta == 0:
+            return expand_like(alpha_s, x) * x0 + expand_like(sigma_s, x) * eps
+        c_squared = self.eta**2 * schedule.posterior(x, x0, t, s).variance.to(x.dtype)
+        direction = torch.sqrt((sigma_s**2 - c_squared).clamp(min=0.0))
+        return expand_like(alpha_s, x) * x0 + expand_like(direction, x) * eps + expand_like(c_squared.sqrt(), x) * _noise(x, generator)
 
 
-@torch.no_grad()
-def dpm_solver_sample(
-    eps_fn: EpsFn,
-    schedule: NoiseSchedule,
-    shape: Sequence[int] | None = None,
-    *,
-    order: int = 2,
-    eta: float = 0.0,
-    steps: int | None = None,
-    times: Tensor | None = None,
-    x_start: Tensor | None = None,
-    t_start: float | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    after_step: AfterStep | None = None,
-    clip_denoised: tuple[float, float] | None = None,
-    denoise_final: bool = True,
-    return_trajectory: bool = False,
-) -> SampleResult:
-    """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", alg. 2) and its SDE variant; steps defaults to 20.
+@register_sampler(
+    # its fresh noise at each step corrects the denoiser's errors where the ODE solvers carry them to the
+    # end; that noise needs more, shorter steps than the ODE's 20
+    "dpm_solver_sde", summary="SDE-DPM-Solver++(2M) (Lu et al. 2022): DPM-Solver++ with eta = 1, the reverse SDE",
+    default_steps=50, defaults={"eta": 1.0},
+)  # fmt: skip
+@register_sampler(
+    "dpm_solver", summary="DPM-Solver++(2M) (Lu et al. 2022), the probability-flow ODE's multistep solver",
+    default_steps=20, config_options=("eta",),
+)  # fmt: skip
+class DPMSolverStep(StepRule):
+    """DPM-Solver++(2M) (Lu et al. 2022, "DPM-Solver++", alg. 2) and its SDE variant; steps defaults to
+    20 ("dpm_solver", eta = 0) and 50 ("dpm_solver_sde", eta = 1).
 
     A multistep exponential integrator in the data prediction x0_hat and the half log-SNR
     lambda = log(alpha / sigma). Each step t -> s, h = lambda_s - lambda_t > 0:
@@ -383,7 +460,8 @@ def dpm_solver_sample(
     eta = 0 is the probability-flow ODE solver (order 1: exactly DDIM with eta = 0); eta = 1 the
     SDE-DPM-Solver++(2M) of the reverse SDE (order 1: exactly ancestral sampling, the posterior
     q(x_s | x_t, x0_hat)). One network evaluation per step: nfe = steps (+ 1 final denoising where
-    sigma(times[-1]) > 0), the cost of DDIM with the accuracy of a 2nd-order method.
+    sigma(times[-1]) > 0), the cost of DDIM with the accuracy of a 2nd-order method. The state kept
+    between steps is the previous x0_hat and h.
 
     >>> from genlab.models.diffusion.schedules import DiscreteSchedule
     >>> schedule = DiscreteSchedule.cosine()
@@ -391,19 +469,22 @@ def dpm_solver_sample(
     >>> dpm_solver_sample(eps_fn, schedule, (4, 2), steps=10).nfe
     10
     """
-    if order not in (1, 2):
-        raise ConfigError(f"order={order} is not supported; choose 1 (DDIM-like) or 2 (DPM-Solver++(2M))")
-    if not 0.0 <= eta <= 1.0:
-        raise ConfigError(f"eta={eta} must lie in [0, 1] (0: the probability-flow ODE, 1: the reverse SDE)")
-    denoiser = _Denoiser(eps_fn, schedule, clip_denoised)
-    x, times = _start(
-        schedule, shape, steps=steps, default_steps=20, times=times,
-        x_start=x_start, t_start=t_start, generator=generator, device=device, dtype=dtype,
-    )  # fmt: skip
-    trajectory = [x] if return_trajectory else None
-    x0_previous, h_previous = None, None
-    for i in range(times.numel() - 1):
-        t, s = _at(times[i], x), _at(times[i + 1], x)
+
+    def __init__(self, *, order: int = 2, eta: float = 0.0) -> None:
+        if order not in (1, 2):
+            raise ConfigError(f"order={order} is not supported; choose 1 (DDIM-like) or 2 (DPM-Solver++(2M))")
+        if not 0.0 <= eta <= 1.0:
+            raise ConfigError(f"eta={eta} must lie in [0, 1] (0: the probability-flow ODE, 1: the reverse SDE)")
+        self.order, self.eta = order, eta
+        self.x0_previous: Tensor | None = None
+        self.h_previous: Tensor | None = None
+
+    def set_times(self, schedule: NoiseSchedule, times: Tensor) -> Tensor:
+        self.x0_previous, self.h_previous = None, None
+        return times
+
+    def step(self, denoiser: _Denoiser, x: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
+        schedule, eta = denoiser.schedule, self.eta
         _, x0 = denoiser(x, t)
         alpha_s, sigma_s, sigma_t = (schedule.alpha(s).to(x.dtype), schedule.sigma(s).to(x.dtype),
                                      schedule.sigma(t).to(x.dtype))  # fmt: skip
@@ -412,30 +493,16 @@ def dpm_solver_sample(
         else:
             h = (schedule.log_snr(s[:1]) - schedule.log_snr(t[:1])).to(x.dtype) / 2.0  # (1,)
             denoised = x0
-            if order == 2 and x0_previous is not None:
-                r = h_previous / h
-                denoised = x0 + (x0 - x0_previous) / (2.0 * r)
+            if self.order == 2 and self.x0_previous is not None:
+                r = self.h_previous / h
+                denoised = x0 + (x0 - self.x0_previous) / (2.0 * r)
             x = (expand_like(sigma_s / sigma_t * torch.exp(-eta * h), x) * x
                  - expand_like(alpha_s * torch.expm1(-(1.0 + eta) * h), x) * denoised)  # fmt: skip
             if eta > 0:
                 x = x + expand_like(sigma_s * torch.sqrt(-torch.expm1(-2.0 * eta * h)), x) * _noise(x, generator)
-            h_previous = h
-        x0_previous = x0
-        if after_step is not None:
-            x = after_step(x, s)
-        if trajectory is not None:
-            trajectory.append(x)
-    return _finish(denoiser, x, times[-1], denoise_final, trajectory)
-
-
-def dpm_solver_sde_sample(eps_fn: EpsFn, schedule: NoiseSchedule, shape: Sequence[int] | None = None, **keywords) -> SampleResult:
-    """SDE-DPM-Solver++(2M): `dpm_solver_sample` with eta = 1, the reverse SDE's solver (keywords as
-    there). Its fresh noise at each step corrects the denoiser's errors where the ODE solvers carry
-    them to the end: on `8gaussians`, 50 steps match 1,000 ancestral steps (README, "Diffusion").
-    steps defaults to 50: the noise it adds each step needs more, shorter steps than the ODE's 20."""
-    if keywords.get("steps") is None and keywords.get("times") is None:
-        keywords["steps"] = _default_steps(schedule, 50, keywords.get("t_start"))
-    return dpm_solver_sample(eps_fn, schedule, shape, **{"eta": 1.0, **keywords})
+            self.h_previous = h
+        self.x0_previous = x0
+        return x
 
 
 @torch.no_grad()
@@ -464,11 +531,8 @@ def ddim_invert(
     """
     denoiser = _Denoiser(eps_fn, schedule, clip_denoised)
     if times is None:
-        times = schedule.sampling_times(steps if steps is not None else 50)
-    _, times = _start(
-        schedule, None, steps=None, default_steps=1, times=times, x_start=x0, t_start=None,
-        generator=None, device=None, dtype=None,
-    )  # fmt: skip
+        times = schedule.sampling_times(steps if steps is not None else SAMPLERS["ddim"].default_steps)
+    _, times = _start(schedule, None, times, x_start=x0, generator=None, device=None, dtype=None)
     x = x0
     trajectory = [x] if return_trajectory else None
     for i in range(times.numel() - 1, 0, -1):
@@ -483,27 +547,8 @@ def ddim_invert(
 # ================================================================================================
 # 3. Annealed Langevin dynamics (NCSN)
 # ================================================================================================
-@torch.no_grad()
-def annealed_langevin_sample(
-    eps_fn: EpsFn,
-    schedule: NoiseSchedule,
-    shape: Sequence[int] | None = None,
-    *,
-    noise_levels: int = 10,
-    steps_per_level: int = 100,
-    step_size: float = 2e-5,
-    steps: int | None = None,
-    times: Tensor | None = None,
-    x_start: Tensor | None = None,
-    t_start: float | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    after_step: AfterStep | None = None,
-    clip_denoised: tuple[float, float] | None = None,
-    denoise_final: bool = True,
-    return_trajectory: bool = False,
-) -> SampleResult:
+@register_sampler("langevin", summary="Annealed Langevin dynamics (Song & Ermon 2019, NCSN)", default_steps=10)
+class AnnealedLangevinStep(StepRule):
     """Annealed Langevin dynamics (Song & Ermon 2019, alg. 1) with score = -eps_hat / sigma.
 
     For each noise level sigma_i = sigma(t_i), i = 1..L (decreasing), take T = steps_per_level steps
@@ -517,7 +562,8 @@ def annealed_langevin_sample(
     last level (sub-VP at t_min = 1e-3 has sigma_L ~ 1e-4) the first steps a_1 are too large; lower step_size
     or pass `times`. Then, with denoise_final, Tweedie's x0_hat at the last level removes its
     noise sigma_L (the final denoising step of Jolicoeur-Martineau et al. 2021; Song & Ermon 2020).
-    nfe = L * T (+ 1). after_step is called after each Langevin step, with that level's time.
+    nfe = L * T (+ 1). after_step is called after each Langevin step, with that level's time; the
+    trajectory keeps the state after each level.
 
     >>> from genlab.models.diffusion.schedules import VESDE
     >>> eps_fn = lambda x, t: torch.zeros_like(x)
@@ -525,59 +571,66 @@ def annealed_langevin_sample(
     >>> out.nfe
     7
     """
-    if steps is not None:
-        noise_levels = steps
-    if noise_levels < 1 or steps_per_level < 1 or step_size <= 0:
-        raise ConfigError(
-            f"need noise_levels={noise_levels} >= 1, steps_per_level={steps_per_level} >= 1 and step_size={step_size} > 0"
-        )
-    denoiser = _Denoiser(eps_fn, schedule, clip_denoised)
-    if times is None:
-        times = _geometric_levels(schedule, noise_levels, schedule.t_max if t_start is None else float(t_start))
-        t_start = None
-    x, levels = _start(
-        schedule, shape, steps=None, default_steps=1, times=times, x_start=x_start, t_start=t_start,
-        generator=generator, device=device, dtype=dtype, min_times=1,
-    )  # fmt: skip
-    sigmas = schedule.sigma(levels).to(x.dtype)  # (L,)
-    if float(sigmas[-1]) <= 0:
-        raise ConfigError("the last noise level has sigma = 0, where the score is undefined; end the levels above t = 0")
-    trajectory = [x] if return_trajectory else None
-    for i in range(levels.numel()):
-        t = _at(levels[i], x)
-        a = step_size * (sigmas[i] / sigmas[-1]) ** 2
-        for _ in range(steps_per_level):
-            eps, _ = denoiser(x, t)
-            score = -eps / sigmas[i]
-            x = x + 0.5 * a * score + a.sqrt() * _noise(x, generator)
-            if after_step is not None:
-                x = after_step(x, t)
-        if trajectory is not None:
-            trajectory.append(x)
-    return _finish(denoiser, x, levels[-1], denoise_final, trajectory)
+
+    min_times = 1  # one noise level is a run
+
+    def __init__(self, *, noise_levels: int = 10, steps_per_level: int = 100, step_size: float = 2e-5) -> None:
+        if noise_levels < 1 or steps_per_level < 1 or step_size <= 0:
+            raise ConfigError(
+                f"need noise_levels={noise_levels} >= 1, steps_per_level={steps_per_level} >= 1 and step_size={step_size} > 0"
+            )
+        self.noise_levels, self.steps_per_level, self.step_size = noise_levels, steps_per_level, step_size
+
+    def grid(self, schedule: NoiseSchedule, steps: int | None, t_start: float | None, default_steps: int) -> Tensor:
+        levels = self.noise_levels if steps is None else steps
+        if levels < 1:
+            raise ConfigError(f"need steps={steps} >= 1 (the number of noise levels)")
+        return _geometric_levels(schedule, levels, schedule.t_max if t_start is None else float(t_start))
+
+    def set_times(self, schedule: NoiseSchedule, times: Tensor) -> Tensor:
+        self.sigma_last = schedule.sigma(times[-1:])
+        if float(self.sigma_last) <= 0:
+            raise ConfigError("the last noise level has sigma = 0, where the score is undefined; end the levels above t = 0")
+        return times
+
+    def updates(self, times: Tensor) -> Iterator[tuple[Tensor, Tensor, bool]]:
+        for level in times:
+            for k in range(self.steps_per_level):
+                yield level, level, k == self.steps_per_level - 1
+
+    def step(self, denoiser: _Denoiser, x: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
+        sigma = denoiser.schedule.sigma(t[:1]).to(x.dtype)  # (1,)
+        a = self.step_size * (sigma / self.sigma_last.to(x.dtype)) ** 2
+        return x + 0.5 * a * denoiser.score(x, t) + a.sqrt() * _noise(x, generator)
 
 
 # ================================================================================================
 # 4-5. Reverse SDE: Euler-Maruyama and predictor-corrector
 # ================================================================================================
-@torch.no_grad()
-def euler_maruyama_sample(
-    eps_fn: EpsFn,
-    schedule: NoiseSchedule,
-    shape: Sequence[int] | None = None,
-    *,
-    steps: int | None = None,
-    times: Tensor | None = None,
-    x_start: Tensor | None = None,
-    t_start: float | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    after_step: AfterStep | None = None,
-    clip_denoised: tuple[float, float] | None = None,
-    denoise_final: bool = True,
-    return_trajectory: bool = False,
-) -> SampleResult:
+def _euler_maruyama_step(denoiser: _Denoiser, x: Tensor, t: Tensor, s: Tensor, generator) -> Tensor:
+    """x_s = x_t + [f(t) x_t - g(t)^2 score(x_t, t)] dt + g(t) sqrt(-dt) z, dt = s - t < 0."""
+    schedule = denoiser.schedule
+    score = denoiser.score(x, t)
+    f = expand_like(schedule.drift(t).to(x.dtype), x)
+    g_squared = expand_like(schedule.diffusion_squared(t).to(x.dtype), x)
+    dt = expand_like((s - t).to(x.dtype), x)
+    return x + (f * x - g_squared * score) * dt + torch.sqrt(g_squared * -dt) * _noise(x, generator)
+
+
+def _reverse_diffusion_step(denoiser: _Denoiser, x: Tensor, t: Tensor, s: Tensor, generator) -> Tensor:
+    """x_s = (2 - alpha_{t|s}) x_t + sigma_{t|s}^2 score + sigma_{t|s} z: the reverse of the discretised forward
+    step x_t = alpha_{t|s} x_s + sigma_{t|s} z (Song et al. 2021, eq. 46-47, for any schedule)."""
+    score = denoiser.score(x, t)
+    scale, variance = denoiser.schedule.transition(s, t)
+    scale, variance = expand_like(scale.to(x.dtype), x), expand_like(variance.to(x.dtype), x)
+    return (2.0 - scale) * x + variance * score + variance.sqrt() * _noise(x, generator)
+
+
+_PREDICTORS = {"euler_maruyama": _euler_maruyama_step, "reverse_diffusion": _reverse_diffusion_step}
+
+
+@register_sampler("euler_maruyama", summary="The reverse-time SDE by Euler-Maruyama (Song et al. 2021)", default_steps=1000, resamples=True)
+class EulerMaruyamaStep(StepRule):
     """The reverse-time SDE dx = [f(t) x - g(t)^2 score(x, t)] dt + g(t) dW_bar (Song et al. 2021, eq. 6)
     by Euler-Maruyama: for each step t -> s (dt = s - t < 0),
 
@@ -590,67 +643,13 @@ def euler_maruyama_sample(
     >>> euler_maruyama_sample(eps_fn, VPSDE(), (2, 3), steps=20).nfe
     21
     """
-    denoiser = _Denoiser(eps_fn, schedule, clip_denoised)
-    x, times = _start(
-        schedule, shape, steps=steps, default_steps=1000, times=times,
-        x_start=x_start, t_start=t_start, generator=generator, device=device, dtype=dtype,
-    )  # fmt: skip
-    trajectory = [x] if return_trajectory else None
-    for i in range(times.numel() - 1):
-        t, s = _at(times[i], x), _at(times[i + 1], x)
-        x = _euler_maruyama_step(denoiser, x, t, s, generator)
-        if after_step is not None:
-            x = after_step(x, s)
-        if trajectory is not None:
-            trajectory.append(x)
-    return _finish(denoiser, x, times[-1], denoise_final, trajectory)
+
+    def step(self, denoiser: _Denoiser, x: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
+        return _euler_maruyama_step(denoiser, x, t, s, generator)
 
 
-def _euler_maruyama_step(denoiser: _Denoiser, x: Tensor, t: Tensor, s: Tensor, generator) -> Tensor:
-    schedule = denoiser.schedule
-    eps, _ = denoiser(x, t)
-    f = expand_like(schedule.drift(t).to(x.dtype), x)
-    g_squared = expand_like(schedule.diffusion_squared(t).to(x.dtype), x)
-    score = -eps / expand_like(schedule.sigma(t).to(x.dtype), x)
-    dt = expand_like((s - t).to(x.dtype), x)
-    return x + (f * x - g_squared * score) * dt + torch.sqrt(g_squared * -dt) * _noise(x, generator)
-
-
-def _reverse_diffusion_step(denoiser: _Denoiser, x: Tensor, t: Tensor, s: Tensor, generator) -> Tensor:
-    """x_s = (2 - alpha_{t|s}) x_t + sigma_{t|s}^2 score + sigma_{t|s} z: the reverse of the discretised forward
-    step x_t = alpha_{t|s} x_s + sigma_{t|s} z (Song et al. 2021, eq. 46-47, for any schedule)."""
-    schedule = denoiser.schedule
-    eps, _ = denoiser(x, t)
-    scale, variance = schedule.transition(s, t)
-    scale, variance = expand_like(scale.to(x.dtype), x), expand_like(variance.to(x.dtype), x)
-    score = -eps / expand_like(schedule.sigma(t).to(x.dtype), x)
-    return (2.0 - scale) * x + variance * score + variance.sqrt() * _noise(x, generator)
-
-
-_PREDICTORS = {"euler_maruyama": _euler_maruyama_step, "reverse_diffusion": _reverse_diffusion_step}
-
-
-@torch.no_grad()
-def predictor_corrector_sample(
-    eps_fn: EpsFn,
-    schedule: NoiseSchedule,
-    shape: Sequence[int] | None = None,
-    *,
-    corrector_steps: int = 1,
-    snr: float = 0.16,
-    predictor: str = "euler_maruyama",
-    steps: int | None = None,
-    times: Tensor | None = None,
-    x_start: Tensor | None = None,
-    t_start: float | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    after_step: AfterStep | None = None,
-    clip_denoised: tuple[float, float] | None = None,
-    denoise_final: bool = True,
-    return_trajectory: bool = False,
-) -> SampleResult:
+@register_sampler("pc", summary="Predictor-corrector sampling (Song et al. 2021)", default_steps=1000, resamples=True)
+class PredictorCorrectorStep(StepRule):
     """Predictor-corrector sampling (Song et al. 2021, alg. 4-5): at each time t, `corrector_steps` Langevin
     corrector steps on p_t, then one predictor step of the reverse SDE to the next time s.
 
@@ -666,63 +665,32 @@ def predictor_corrector_sample(
     >>> predictor_corrector_sample(eps_fn, VESDE(), (2, 3), steps=10, corrector_steps=2).nfe
     31
     """
-    if predictor not in _PREDICTORS:
-        raise ConfigError(f"predictor={predictor!r} is not known; choose one of {', '.join(map(repr, _PREDICTORS))}")
-    if corrector_steps < 0 or snr <= 0:
-        raise ConfigError(f"need corrector_steps={corrector_steps} >= 0 and snr={snr} > 0 (the paper uses 1 and 0.16)")
-    predictor_step = _PREDICTORS[predictor]
-    denoiser = _Denoiser(eps_fn, schedule, clip_denoised)
-    x, times = _start(
-        schedule, shape, steps=steps, default_steps=1000, times=times,
-        x_start=x_start, t_start=t_start, generator=generator, device=device, dtype=dtype,
-    )  # fmt: skip
-    trajectory = [x] if return_trajectory else None
-    for i in range(times.numel() - 1):
-        t, s = _at(times[i], x), _at(times[i + 1], x)
-        sigma_t = expand_like(schedule.sigma(t).to(x.dtype), x)
-        a = expand_like(schedule.transition(s, t).scale.to(x.dtype) ** 2, x)
-        for _ in range(corrector_steps):
-            eps, _ = denoiser(x, t)
-            score = -eps / sigma_t
+
+    def __init__(self, *, corrector_steps: int = 1, snr: float = 0.16, predictor: str = "euler_maruyama") -> None:
+        if predictor not in _PREDICTORS:
+            raise ConfigError(f"predictor={predictor!r} is not known; choose one of {', '.join(map(repr, _PREDICTORS))}")
+        if corrector_steps < 0 or snr <= 0:
+            raise ConfigError(f"need corrector_steps={corrector_steps} >= 0 and snr={snr} > 0 (the paper uses 1 and 0.16)")
+        self.corrector_steps, self.snr, self.predictor = corrector_steps, snr, _PREDICTORS[predictor]
+
+    def step(self, denoiser: _Denoiser, x: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
+        a = expand_like(denoiser.schedule.transition(s, t).scale.to(x.dtype) ** 2, x)
+        for _ in range(self.corrector_steps):
+            score = denoiser.score(x, t)
             z = _noise(x, generator)
             # norms averaged over the batch, as in the paper's code: per sample, a point where the score
             # nearly vanishes (a mode, in low dimension) would get an unbounded step
             ratio = z.flatten(1).norm(dim=1).mean() / score.flatten(1).norm(dim=1).mean().clamp(min=1e-12)
-            step = 2.0 * a * (snr * ratio) ** 2
+            step = 2.0 * a * (self.snr * ratio) ** 2
             x = x + step * score + torch.sqrt(2.0 * step) * z
-        x = predictor_step(denoiser, x, t, s, generator)
-        if after_step is not None:
-            x = after_step(x, s)
-        if trajectory is not None:
-            trajectory.append(x)
-    return _finish(denoiser, x, times[-1], denoise_final, trajectory)
+        return self.predictor(denoiser, x, t, s, generator)
 
 
 # ================================================================================================
 # 6-7. Probability-flow ODE: Heun and torchdiffeq
 # ================================================================================================
-@torch.no_grad()
-def heun_sample(
-    eps_fn: EpsFn,
-    schedule: NoiseSchedule,
-    shape: Sequence[int] | None = None,
-    *,
-    steps: int | None = None,
-    times: Tensor | None = None,
-    x_start: Tensor | None = None,
-    t_start: float | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    after_step: AfterStep | None = None,
-    clip_denoised: tuple[float, float] | None = None,
-    denoise_final: bool = True,
-    return_trajectory: bool = False,
-    s_churn: float = 0.0,
-    s_tmin: float = 0.0,
-    s_tmax: float = math.inf,
-    s_noise: float = 1.0,
-) -> SampleResult:
+@register_sampler("heun", summary="The probability-flow ODE by Heun's 2nd-order method (Karras et al. 2022)", default_steps=18)
+class HeunStep(StepRule):
     """The probability-flow ODE dx/dt = f(t) x - g(t)^2 score(x, t) / 2 by Heun's 2nd-order method
     (Karras et al. 2022, alg. 1), for any schedule; steps defaults to 18 (EDM's CIFAR-10 setting).
 
@@ -741,72 +709,48 @@ def heun_sample(
     >>> heun_sample(eps_fn, EDMSchedule(), (2, 3), steps=18).nfe
     35
     """
-    if s_churn < 0 or s_noise < 0:
-        raise ConfigError(f"s_churn={s_churn} and s_noise={s_noise} must be >= 0 (EDM alg. 2)")
-    denoiser = _Denoiser(eps_fn, schedule, clip_denoised)
-    x, times = _start(
-        schedule, shape, steps=steps, default_steps=18, times=times,
-        x_start=x_start, t_start=t_start, generator=generator, device=device, dtype=dtype,
-    )  # fmt: skip
-    n = times.numel() - 1
-    gamma = min(s_churn / n, math.sqrt(2.0) - 1.0)
-    trajectory = [x] if return_trajectory else None
-    for i in range(n):
-        t, s = _at(times[i], x), _at(times[i + 1], x)
-        if gamma > 0 and s_tmin <= float(times[i]) <= s_tmax:
+
+    def __init__(self, *, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0) -> None:
+        if s_churn < 0 or s_noise < 0:
+            raise ConfigError(f"s_churn={s_churn} and s_noise={s_noise} must be >= 0 (EDM alg. 2)")
+        self.s_churn, self.s_tmin, self.s_tmax, self.s_noise = s_churn, s_tmin, s_tmax, s_noise
+
+    def set_times(self, schedule: NoiseSchedule, times: Tensor) -> Tensor:
+        self.gamma = min(self.s_churn / (times.numel() - 1), math.sqrt(2.0) - 1.0)
+        self.t_last = float(times[-1])
+        return times
+
+    def step(self, denoiser: _Denoiser, x: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
+        schedule = denoiser.schedule
+        if self.gamma > 0 and self.s_tmin <= float(t[0]) <= self.s_tmax:
             # Increase noise temporarily.
-            log_snr_hat = schedule.log_snr(t) - 2.0 * math.log1p(gamma)  # sigma/alpha grows by 1 + gamma
-            t_hat = schedule.time_at_log_snr(log_snr_hat, t_low=float(times[i]), t_high=schedule.t_max).to(t.dtype)
+            log_snr_hat = schedule.log_snr(t) - 2.0 * math.log1p(self.gamma)  # sigma/alpha grows by 1 + gamma
+            t_hat = schedule.time_at_log_snr(log_snr_hat, t_low=float(t[0]), t_high=schedule.t_max).to(t.dtype)
             scale, variance = schedule.transition(t, t_hat)
-            x = expand_like(scale.to(x.dtype), x) * x + s_noise * expand_like(variance.sqrt().to(x.dtype), x) * _noise(x, generator)
+            x = expand_like(scale.to(x.dtype), x) * x + self.s_noise * expand_like(variance.sqrt().to(x.dtype), x) * _noise(x, generator)
             t = t_hat
         # Euler step.
         dt = expand_like((s - t).to(x.dtype), x)
         d = denoiser.ode_drift(x, t)
         x_next = x + dt * d
         # Apply 2nd order correction.
-        if i < n - 1:
+        if float(s[0]) != self.t_last:
             x_next = x + dt * 0.5 * (d + denoiser.ode_drift(x_next, s))
-        x = x_next
-        if after_step is not None:
-            x = after_step(x, s)
-        if trajectory is not None:
-            trajectory.append(x)
-    return _finish(denoiser, x, times[-1], denoise_final, trajectory)
+        return x_next
 
 
-@torch.no_grad()
-def ode_sample(
-    eps_fn: EpsFn,
-    schedule: NoiseSchedule,
-    shape: Sequence[int] | None = None,
-    *,
-    method: str = "dopri5",
-    rtol: float = 1e-5,
-    atol: float = 1e-5,
-    steps: int | None = None,
-    times: Tensor | None = None,
-    x_start: Tensor | None = None,
-    t_start: float | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-    dtype: torch.dtype | None = None,
-    after_step: AfterStep | None = None,
-    clip_denoised: tuple[float, float] | None = None,
-    denoise_final: bool = True,
-    return_trajectory: bool = False,
-    options: dict | None = None,
-) -> SampleResult:
+@register_sampler("ode", summary="The probability-flow ODE through torchdiffeq (Song et al. 2021; Chen et al. 2018)", default_steps=1)
+class ODEStep(StepRule):
     """The probability-flow ODE dx/dt = f(t) x + g(t)^2 eps_hat / (2 sigma(t)) (Song et al. 2021, eq. 13)
     through `torchdiffeq.odeint` (Chen et al. 2018), adaptive "dopri5" by default; nfe counts its calls.
 
     Without `times` or `steps` it integrates from t_start (default t_max) to the smallest time with noise
     (t_min; 1 / N for discrete schedules) in one solve, then denoises (Tweedie) if denoise_final.
-    With `steps` or `times`, the solution is reported at those times (the grid for fixed-step methods such as
-    "euler" or "rk4"); a last time with sigma = 0 is moved to the smallest time with noise, where the drift is
-    finite. With after_step, the solve is restarted at each time after after_step changes x. `options` go to
-    odeint; adaptive methods get step_t = times, so that no step overshoots the last time (torchdiffeq steps
-    past it and interpolates, which would evaluate the drift below t_min, where VP's sigma is undefined).
+    With `steps` or `times`, each step is one solve between two consecutive times (the grid for fixed-step
+    methods such as "euler" or "rk4"); a last time with sigma = 0 is moved to the smallest time with noise,
+    where the drift is finite. `options` go to odeint; adaptive methods get step_t = the step's two times,
+    so that no step overshoots its end (torchdiffeq steps past it and interpolates, which would evaluate
+    the drift below t_min, where VP's sigma is undefined).
 
     >>> from genlab.models.diffusion.schedules import VPSDE
     >>> eps_fn = lambda x, t: VPSDE().sigma(t)[:, None] * x  # data N(0, I): x_t ~ N(0, I) at every t
@@ -815,37 +759,29 @@ def ode_sample(
     >>> torch.allclose(out.x, x_T, atol=1e-4)  # for this data the flow is the identity
     True
     """
-    import torchdiffeq  # imported here: only the ODE samplers need it
 
-    denoiser = _Denoiser(eps_fn, schedule, clip_denoised)
-    if times is None and steps is None:
+    def __init__(self, *, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5, options: dict | None = None) -> None:
+        import torchdiffeq  # imported here: only the ODE samplers need it
+
+        self.odeint = torchdiffeq.odeint
+        self.method, self.rtol, self.atol, self.options = method, rtol, atol, options
+
+    def grid(self, schedule: NoiseSchedule, steps: int | None, t_start: float | None, default_steps: int) -> Tensor:
+        if steps is not None:
+            return super().grid(schedule, steps, t_start, default_steps)
         t0 = schedule.t_max if t_start is None else float(t_start)
-        times = torch.tensor([t0, _smallest_noisy_time(schedule)], dtype=torch.float64)
-        t_start = None
-    x, times = _start(
-        schedule, shape, steps=steps, default_steps=1, times=times,
-        x_start=x_start, t_start=t_start, generator=generator, device=device, dtype=dtype,
-    )  # fmt: skip
-    times = _noisy_times(schedule, times)
+        return torch.tensor([t0, _smallest_noisy_time(schedule)], dtype=torch.float64)
 
-    def drift(t: Tensor, x_t: Tensor) -> Tensor:
-        return denoiser.ode_drift(x_t, _at(t, x_t))
+    def set_times(self, schedule: NoiseSchedule, times: Tensor) -> Tensor:
+        return _noisy_times(schedule, times)
 
-    trajectory = [x] if return_trajectory else None
-    solver = dict(rtol=rtol, atol=atol, method=method, options=_solver_options(method, times, options))
-    if after_step is None:
-        path = torchdiffeq.odeint(drift, x, times, **solver)  # (n + 1, B, ...)
-        x = path[-1]
-        if trajectory is not None:
-            trajectory.extend(path[1:].unbind(0))
-    else:
-        for i in range(times.numel() - 1):
-            solver["options"] = _solver_options(method, times[i : i + 2], options)
-            x = torchdiffeq.odeint(drift, x, times[i : i + 2], **solver)[-1]
-            x = after_step(x, _at(times[i + 1], x))
-            if trajectory is not None:
-                trajectory.append(x)
-    return _finish(denoiser, x, times[-1], denoise_final, trajectory)
+    def step(self, denoiser: _Denoiser, x: Tensor, t: Tensor, s: Tensor, generator: torch.Generator | None) -> Tensor:
+        def drift(time: Tensor, x_t: Tensor) -> Tensor:
+            return denoiser.ode_drift(x_t, _at(time, x_t))
+
+        pair = torch.stack([t[0], s[0]])
+        options = _solver_options(self.method, pair, self.options)
+        return self.odeint(drift, x, pair, rtol=self.rtol, atol=self.atol, method=self.method, options=options)[-1]
 
 
 _ADAPTIVE_METHODS = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
@@ -940,22 +876,20 @@ def ode_log_likelihood(
 
 
 # ================================================================================================
-# By name
+# The samplers by their public names (each is `SAMPLERS[name]`)
 # ================================================================================================
-SAMPLERS: dict[str, Callable[..., SampleResult]] = {
-    "ancestral": ancestral_sample,
-    "ddim": ddim_sample,
-    "dpm_solver": dpm_solver_sample,
-    "dpm_solver_sde": dpm_solver_sde_sample,
-    "langevin": annealed_langevin_sample,
-    "euler_maruyama": euler_maruyama_sample,
-    "pc": predictor_corrector_sample,
-    "heun": heun_sample,
-    "ode": ode_sample,
-}
+ancestral_sample = SAMPLERS["ancestral"]
+ddim_sample = SAMPLERS["ddim"]
+dpm_solver_sample = SAMPLERS["dpm_solver"]
+dpm_solver_sde_sample = SAMPLERS["dpm_solver_sde"]
+annealed_langevin_sample = SAMPLERS["langevin"]
+euler_maruyama_sample = SAMPLERS["euler_maruyama"]
+predictor_corrector_sample = SAMPLERS["pc"]
+heun_sample = SAMPLERS["heun"]
+ode_sample = SAMPLERS["ode"]
 
 
-def get_sampler(name: str) -> Callable[..., SampleResult]:
+def get_sampler(name: str) -> Sampler:
     """The sampler registered as `name`; each is called as sampler(eps_fn, schedule, shape, **keywords).
 
     >>> get_sampler("ddim") is ddim_sample

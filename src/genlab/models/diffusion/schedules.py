@@ -29,6 +29,7 @@ a (B,) vector over the data's other dimensions. Times in bf16/fp16 are computed 
 from __future__ import annotations
 
 import abc
+import inspect
 import math
 from typing import Callable, NamedTuple, Sequence
 
@@ -48,6 +49,7 @@ __all__ = [
     "Transition",
     "Posterior",
     "SCHEDULES",
+    "schedule_parameters",
     "get_schedule",
     "expand_like",
 ]
@@ -91,13 +93,16 @@ class NoiseSchedule(abc.ABC):
     Attributes: `name` (the registry's word), `t_min` (the smallest time a sampler goes down to;
     samplers may take a last step to t = 0 where the schedule is defined there, see
     `sampling_times`), `t_max` (the prior's time) and `discrete_steps` (N for a discrete DDPM
-    schedule, else None).
+    schedule, else None). `edm_preconditioning`: whether a model preconditions its network as Karras
+    et al. 2022 do for this process (alpha = 1, the time the noise level sigma), predicting x0 with
+    EDM's loss weighting.
     """
 
     name: str = "schedule"
     t_min: float = 0.0
     t_max: float = 1.0
     discrete_steps: int | None = None
+    edm_preconditioning: bool = False
 
     # -- what a subclass defines ----------------------------------------------------------------
     @abc.abstractmethod
@@ -566,6 +571,7 @@ class EDMSchedule(NoiseSchedule):
     """
 
     name = "edm"
+    edm_preconditioning = True
 
     def __init__(
         self, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0, *, p_mean: float = -1.2, p_std: float = 1.2
@@ -633,15 +639,29 @@ SCHEDULES: dict[str, Callable[..., NoiseSchedule]] = {
 }
 
 
+def schedule_parameters(name: str) -> tuple[str, ...]:
+    """The keywords the schedule registered as `name` is built with (`get_schedule`'s kwargs).
+
+    >>> "steps" in schedule_parameters("linear"), "steps" in schedule_parameters("vp")
+    (True, False)
+    """
+    return tuple(inspect.signature(_schedule_factory(name)).parameters)
+
+
+def _schedule_factory(name: str) -> Callable[..., NoiseSchedule]:
+    if name not in SCHEDULES:
+        raise ConfigError(f"unknown noise schedule {name!r}; choose one of {', '.join(map(repr, SCHEDULES))}")
+    return SCHEDULES[name]
+
+
 def get_schedule(name: str, **kwargs) -> NoiseSchedule:
     """The schedule registered as `name`, built with `kwargs` (forwarded to its constructor).
 
     >>> get_schedule("cosine", steps=100).discrete_steps
     100
     """
-    if name not in SCHEDULES:
-        raise ConfigError(f"unknown noise schedule {name!r}; choose one of {', '.join(map(repr, SCHEDULES))}")
+    factory = _schedule_factory(name)
     try:
-        return SCHEDULES[name](**kwargs)
+        return factory(**kwargs)
     except TypeError as exc:
         raise ConfigError(f"schedule {name!r}: {exc}") from None
