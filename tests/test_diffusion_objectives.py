@@ -56,7 +56,7 @@ def test_prediction_target_and_to_eps_and_x0_are_inverse(prediction, process):
     a, s = alpha[:, None, None], sigma[:, None, None]
     x_t = a * x0 + s * eps
     target = prediction_target(prediction, x0, eps, alpha, sigma)
-    expected = {"eps": eps, "x0": x0, "v": a * eps - s * x0}[prediction]  # v: Salimans & Ho 2022
+    expected = {"eps": eps, "x0": x0, "v": a * eps - s * x0, "velocity": eps - x0}[prediction]  # v: Salimans & Ho 2022; velocity: Lipman et al. 2023
     torch.testing.assert_close(target, expected)
     eps_hat, x0_hat = to_eps_and_x0(prediction, target, x_t, alpha, sigma)
     torch.testing.assert_close(eps_hat, eps)
@@ -83,7 +83,8 @@ def expected_weight(weighting, prediction, alpha, sigma, sigma_data=0.5, gamma=5
     """w(t) on ||x0_hat - x0||^2, written from the papers' own formulas."""
     snr = alpha**2 / sigma**2
     if weighting == "simple":
-        return {"eps": snr, "x0": torch.ones_like(snr), "v": (alpha**2 + sigma**2) ** 2 / sigma**2}[prediction]
+        return {"eps": snr, "x0": torch.ones_like(snr), "v": (alpha**2 + sigma**2) ** 2 / sigma**2,
+                "velocity": (alpha + sigma) ** 2 / sigma**2}[prediction]
     if weighting in ("snr", "ncsn"):
         return snr
     if weighting == "min_snr":

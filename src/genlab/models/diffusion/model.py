@@ -485,6 +485,25 @@ class EdmModel(DiffusionModel):
 
 
 @dataclasses.dataclass
+class FlowMatchingConfig(DiffusionConfig):
+    """Flow matching's defaults (Lipman et al. 2023; rectified flow, Liu et al. 2023): the straight
+    path x_t = (1 - t) x0 + t eps, a network predicting the velocity eps - x0 with the plain MSE, and
+    Heun's 2nd-order solver of the ODE dx/dt = velocity (`--set sampler=ddim` is Euler's method on
+    this path: DDIM's update is x_s = x_t + (s - t) u_hat here)."""
+
+    schedule: str = "rectified"
+    prediction: str = "velocity"
+    weighting: str = "simple"
+    sampler: str = "heun"
+
+
+@register("flow-matching", FlowMatchingConfig, family="diffusion",
+          summary="flow matching / rectified flow (Lipman et al. 2023; Liu et al. 2023): straight path, velocity prediction, Heun's ODE sampler")  # fmt: skip
+class FlowMatchingModel(DiffusionModel):
+    """Flow matching (Lipman et al. 2023): DiffusionModel with FlowMatchingConfig's defaults."""
+
+
+@dataclasses.dataclass
 class DitConfig(DiffusionConfig):
     """The diffusion transformer's defaults: a DiT over image patches on the linear DDPM schedule."""
 

@@ -143,6 +143,28 @@ class VPrediction(Prediction):
         return weighting.numerator(alpha, sigma, sigma_data, min_snr_gamma) / (alpha**2 + sigma**2) ** 2
 
 
+@_register(PREDICTIONS, "velocity")
+class VelocityPrediction(Prediction):
+    """u_hat, u = eps - x0: the conditional velocity d x_t / dt of the straight path x_t = (1 - t) x0 + t eps,
+    the target of flow matching (Lipman et al. 2023, eq. 23) and rectified flow (Liu et al. 2023, eq. 1).
+    For any x_t = alpha x0 + sigma eps: x0_hat = (x_t - sigma u_hat) / (alpha + sigma), eps_hat =
+    (x_t + alpha u_hat) / (alpha + sigma); u_hat - u = -((alpha + sigma) / sigma) (x0_hat - x0), so
+    k = (alpha + sigma)^2 / sigma^2."""
+
+    def target(self, x0: Tensor, eps: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
+        return eps - x0
+
+    def to_eps_and_x0(self, output: Tensor, x_t: Tensor, alpha: Tensor, sigma: Tensor) -> tuple[Tensor, Tensor]:
+        total = alpha + sigma  # 1 on the straight path
+        return (x_t + alpha * output) / total, (x_t - sigma * output) / total
+
+    def error_factor(self, alpha: Tensor, sigma: Tensor) -> Tensor:
+        return (alpha + sigma) ** 2 / sigma**2
+
+    def weight_ratio(self, weighting: "Weighting", alpha: Tensor, sigma: Tensor, sigma_data: float, min_snr_gamma: float) -> Tensor:
+        return weighting.numerator(alpha, sigma, sigma_data, min_snr_gamma) / (alpha + sigma) ** 2
+
+
 def _lookup(registry: dict, what: str, name: str) -> Any:
     """registry[name], else a ConfigError naming the allowed values."""
     if name not in registry:

@@ -629,6 +629,56 @@ class EDMSchedule(NoiseSchedule):
         return f"EDMSchedule(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, rho={self.rho})"
 
 
+class RectifiedFlowSchedule(_UnitTimeSDE):
+    """The straight path of flow matching and rectified flow, x_t = (1 - t) x_0 + t eps (Lipman et al.
+    2023, sec. 4.1 with sigma_min = 0; Liu et al. 2023, eq. 1): alpha = 1 - t, sigma = t.
+
+    f = d log alpha / dt = -1 / (1 - t), g^2 = d sigma^2 / dt - 2 f sigma^2 = 2 t / (1 - t), so the
+    probability-flow ODE is dx/dt = f x + g^2 eps_hat / (2 sigma) = (eps_hat - x) / (1 - t)
+    = E[eps - x_0 | x_t], the velocity a flow-matching network learns ("velocity" prediction).
+    t_max = 1 - 1e-3: at t = 1 alpha vanishes and x_0 cannot be read off x_t and eps; there x_t is
+    N(0.001 x_0, 0.999^2 I), taken as the prior N(0, prior_std^2 I). t_min = 1e-3 (samplers end with
+    one denoising step), training times ~ U(t_eps, t_max); the network sees 1000 t, as for VP.
+
+    >>> s = RectifiedFlowSchedule()
+    >>> s.alpha(torch.tensor([0.25])), s.sigma(torch.tensor([0.25])), s.diffusion_squared(torch.tensor([0.5]))
+    (tensor([0.7500]), tensor([0.2500]), tensor([2.]))
+    """
+
+    name = "rectified"
+
+    def __init__(self, *, t_min: float = 1e-3, t_max: float = 1.0 - 1e-3, t_eps: float = 1e-5) -> None:
+        if not (0.0 < t_min < t_max < 1.0 and 0.0 <= t_eps < t_max):
+            raise ConfigError(f"need 0 < t_min={t_min} < t_max={t_max} < 1 and 0 <= t_eps={t_eps} < t_max for the 'rectified' path")
+        self.t_min, self.t_max, self.t_eps = float(t_min), float(t_max), float(t_eps)
+
+    def log_alpha(self, t: Tensor) -> Tensor:
+        return torch.log1p(-_as_time(t))
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return _as_time(t).clone()
+
+    def drift(self, t: Tensor) -> Tensor:
+        return -1.0 / (1.0 - _as_time(t))
+
+    def diffusion_squared(self, t: Tensor) -> Tensor:
+        t = _as_time(t)
+        return 2.0 * t / (1.0 - t)
+
+    def training_times(
+        self, batch_size: int, *, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> Tensor:
+        """(B,) times ~ U(t_eps, t_max)."""
+        return _uniform_times(batch_size, self.t_eps, self.t_max, generator, device)
+
+    def noise_conditioning(self, t: Tensor) -> Tensor:
+        """1000 t, as for DDPM and VP, so the same networks and embeddings serve."""
+        return 1000.0 * _as_time(t)
+
+    def __repr__(self) -> str:
+        return f"RectifiedFlowSchedule(t_min={self.t_min}, t_max={self.t_max}, t_eps={self.t_eps})"
+
+
 SCHEDULES: dict[str, Callable[..., NoiseSchedule]] = {
     "linear": DiscreteSchedule.linear,
     "cosine": DiscreteSchedule.cosine,
@@ -636,6 +686,7 @@ SCHEDULES: dict[str, Callable[..., NoiseSchedule]] = {
     "subvp": SubVPSDE,
     "ve": VESDE,
     "edm": EDMSchedule,
+    "rectified": RectifiedFlowSchedule,
 }
 
 
