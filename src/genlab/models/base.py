@@ -107,6 +107,8 @@ class GenerativeModel(nn.Module):
     # training options this family does well with (e.g. more steps for diffusion); `fit` uses them
     # where the caller gave none, so `genlab train NAME` works well without flags
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # whether `initialize` runs once per model, remembered in a buffer (see `initialize_from_data`)
+    initializes_once: ClassVar[bool] = False
     # K, the number of classes `sample(n, cond=labels)` takes labels in [0, K) of; None for a model
     # trained without labels. Class-conditional models set it in __init__ (from spec.num_classes).
     num_classes: int | None = None
@@ -115,6 +117,8 @@ class GenerativeModel(nn.Module):
         super().__init__()
         self.config = config
         self.spec = spec
+        if self.initializes_once:
+            self.register_buffer("initialized_from_data", torch.zeros((), dtype=torch.uint8))
 
     # -- training ---------------------------------------------------------------------
     def loss(self, batch: Batch) -> Loss:
@@ -135,12 +139,26 @@ class GenerativeModel(nn.Module):
 
     def initialize_from_data(self, train: Dataset, generator: torch.Generator) -> None:
         """Data-dependent initialisation (e.g. VampPrior pseudo-inputs, ActNorm statistics), called by
-        `genlab.fit` once, at the start of a fresh run, before the optimizers and the EMA copy exist.
+        `genlab.fit` at the start of a fresh run, before the optimizers and the EMA copy exist.
 
+        Runs `initialize(train, generator)`. Models that set `initializes_once` keep an
+        `initialized_from_data` buffer and run it once per model, so the choice survives save, load
+        and resume, and a second fit on the same model keeps it; the others (whose initialisation
+        gives the same result every time, e.g. counting class frequencies) run it at every fresh fit.
         Draw from `generator` only (seeded by the run's seed, so every DDP process makes the same
-        choice); a model that calls fit again keeps its state if it records that it was initialised.
-        The default does nothing.
+        choice).
         """
+        if self.initializes_once:
+            if bool(self.initialized_from_data):
+                return
+            self.initialize(train, generator)
+            self.initialized_from_data.fill_(1)
+        else:
+            self.initialize(train, generator)
+
+    def initialize(self, train: Dataset, generator: torch.Generator) -> None:
+        """The data-dependent initialisation itself; `initialize_from_data` is its only caller and
+        decides whether it runs once (`initializes_once`). The default does nothing."""
 
     def on_fit_end(self, train: Dataset, generator: torch.Generator) -> None:
         """Work after the last optimizer step and before the final checkpoint and samples, e.g. fitting

@@ -30,7 +30,7 @@ class ClassConditionalMixin:
             raise ConfigError(f"class_conditional=True needs labelled data; {self.spec.name!r} has no labels")
         self.num_classes = self.spec.num_classes if config.class_conditional else None
         if self.num_classes is not None:
-            # uniform until `initialize_from_data` counts the training labels
+            # uniform until `initialize` counts the training labels
             self.register_buffer("class_log_prior", torch.full((self.num_classes,), -math.log(self.num_classes)))
 
     def _set_class_prior(self, train) -> None:

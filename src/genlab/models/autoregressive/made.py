@@ -146,7 +146,7 @@ class MADEModel(ClassConditionalMixin, GenerativeModel):
     def data_dtype(self) -> torch.dtype:
         return self.made.output_layer.weight.dtype
 
-    def initialize_from_data(self, train, generator: torch.Generator) -> None:
+    def initialize(self, train, generator: torch.Generator) -> None:
         """Counts the class prior p(y); for continuous data, records the mean and std used to standardise."""
         self._set_class_prior(train)
         if not self.output.discrete:

@@ -160,7 +160,7 @@ class _PixelCNNBase(ClassConditionalMixin, GenerativeModel):
     def likelihood_kind(self) -> str:
         return "discrete"
 
-    def initialize_from_data(self, train, generator: torch.Generator) -> None:
+    def initialize(self, train, generator: torch.Generator) -> None:
         """Counts the class prior p(y) of a class-conditional model."""
         self._set_class_prior(train)
 

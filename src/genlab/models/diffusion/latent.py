@@ -155,18 +155,15 @@ class LatentDiffusionModel(DiffusionModel):
         """From the standardised latent space to the data: D(s z_norm + m), (B, D) -> (B, *spec.shape)."""
         return self.decode(x * self.data_scale + self.data_shift)
 
-    def initialize_from_data(self, train, generator: torch.Generator) -> None:
+    def initialize(self, train, generator: torch.Generator) -> None:
         """latent_scale="auto": m, s = the per-dimension mean and std of E(x) over the training split
         (encoded in chunks), so the latents the diffusion sees have mean 0 and std 1."""
-        if bool(self.initialized_from_data):
-            return
         if self.config.latent_scale == "auto":
             x, _ = train.tensors()
             z = torch.cat([self.encode(x[i : i + 1024].to(self.device)) for i in range(0, len(x), 1024)])  # (N, D)
             with torch.no_grad():
                 self.data_shift.copy_(z.mean(0))
                 self.data_scale.copy_(z.std(0).clamp_min(1e-6))
-        self.initialized_from_data.fill_(1)
 
     # -- what the frozen autoencoder changes --------------------------------------------------
     def train(self, mode: bool = True) -> "LatentDiffusionModel":

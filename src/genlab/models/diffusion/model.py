@@ -135,6 +135,8 @@ class DiffusionModel(GenerativeModel):
     torch.Size([3, 2])
     """
 
+    initializes_once = True
+
     config: DiffusionConfig
     # sized for the small presets on small data (digits, the 2D toys) trained on a CPU
     train_defaults = {"max_steps": 4000, "lr": 1e-3, "lr_schedule": "cosine", "warmup_steps": 100, "ema_decay": 0.999}
@@ -160,7 +162,6 @@ class DiffusionModel(GenerativeModel):
             shift, scale = torch.full(spec.shape, (low + high) / 2), torch.full(spec.shape, (high - low) / 2)
         self.register_buffer("data_shift", shift)
         self.register_buffer("data_scale", scale)
-        self.register_buffer("initialized_from_data", torch.zeros((), dtype=torch.uint8))
 
     # -- parts -------------------------------------------------------------------------------
     def _build_network(self, config: DiffusionConfig, spec: DataSpec) -> nn.Module:
@@ -191,18 +192,15 @@ class DiffusionModel(GenerativeModel):
             raise ConfigError(f"the DiT takes square images; data {spec.name!r} is {height}x{width}; use net='unet'")
         return DiT.from_preset(preset, input_size=height, in_channels=channels, **overrides)
 
-    def initialize_from_data(self, train, generator: torch.Generator) -> None:
+    def initialize(self, train, generator: torch.Generator) -> None:
         """Vectors and tables: standardise each dimension with the training split's mean and std
         (the schedules assume unit-scale data: the prior N(0, I) at t_max)."""
-        if bool(self.initialized_from_data):
-            return
         with torch.no_grad():
             if self.spec.kind != "image":
                 x, _ = train.tensors()
                 x = x.float()
                 self.data_shift.copy_(x.mean(0))
                 self.data_scale.copy_(x.std(0).clamp_min(1e-6))
-            self.initialized_from_data.fill_(1)
 
     @property
     def default_sampler(self) -> str:

@@ -637,8 +637,9 @@ class RectifiedFlowSchedule(_UnitTimeSDE):
     probability-flow ODE is dx/dt = f x + g^2 eps_hat / (2 sigma) = (eps_hat - x) / (1 - t)
     = E[eps - x_0 | x_t], the velocity a flow-matching network learns ("velocity" prediction).
     t_max = 1 - 1e-3: at t = 1 alpha vanishes and x_0 cannot be read off x_t and eps; there x_t is
-    N(0.001 x_0, 0.999^2 I), taken as the prior N(0, prior_std^2 I). t_min = 1e-3 (samplers end with
-    one denoising step), training times ~ U(t_eps, t_max); the network sees 1000 t, as for VP.
+    N(0.001 x_0, 0.999^2 I), taken as the prior N(0, prior_std^2 I). t_min = 1e-3, where samplers end
+    with one denoising step (Langevin correctors and the likelihood's ODE need noise at their last
+    time), training times ~ U(t_eps, t_max); the network sees 1000 t, as for VP.
 
     >>> s = RectifiedFlowSchedule()
     >>> s.alpha(torch.tensor([0.25])), s.sigma(torch.tensor([0.25])), s.diffusion_squared(torch.tensor([0.5]))

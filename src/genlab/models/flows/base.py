@@ -229,6 +229,8 @@ class FlowModel(GenerativeModel):
         context(y) -> the (B, num_classes) one-hot label for conditional flows, or None.
     """
 
+    initializes_once = True
+
     exact_likelihood = True
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
@@ -248,7 +250,6 @@ class FlowModel(GenerativeModel):
             self.exact_likelihood = False  # E_q[log p - log q] bounds log P(x); see nll_bound
         # set once by `initialize_from_data` (ActNorm statistics), saved with the weights so a
         # resumed or reloaded run does not initialise again
-        self.register_buffer("initialized_from_data", torch.zeros((), dtype=torch.uint8))
 
     # -- hooks --------------------------------------------------------------------------------
     def build_preprocessing(self) -> Bijection:
@@ -383,13 +384,11 @@ class FlowModel(GenerativeModel):
         bpd = bits_per_dim(mean_nll.detach(), self.spec.dim, levels=levels, value_range=self.spec.value_range)
         return Loss(mean_nll, {"nll": mean_nll.detach(), "bits_per_dim": bpd})
 
-    def initialize_from_data(self, train, generator: torch.Generator, batch_size: int = 512) -> None:
+    def initialize(self, train, generator: torch.Generator, batch_size: int = 512) -> None:
         """Data-dependent initialisation (ActNorm, Kingma & Dhariwal 2018, sec. 3.1): once per model,
         pass one batch of `batch_size` training examples (drawn with `generator`, dequantized) through
         the flow with every ActNorm set to take its scale and bias from what it sees, so that its
         outputs start with zero mean and unit variance per channel. Later calls do nothing."""
-        if bool(self.initialized_from_data):
-            return
         from genlab.models.flows.layers import data_initialization
 
         x, y = train.tensors()
@@ -401,7 +400,6 @@ class FlowModel(GenerativeModel):
             x_dequantized, _ = self.dequantize_with_log_q(x, generator, context)
             u, _ = self.preprocess(x_dequantized)
             self.transform(u, context)
-        self.initialized_from_data.fill_(1)
 
     # -- generation --------------------------------------------------------------------------------
     @torch.no_grad()

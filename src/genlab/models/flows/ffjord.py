@@ -398,9 +398,8 @@ class FFJORD(FlowModel):
             regularize=config.kinetic_energy > 0 or config.jacobian_frobenius > 0,
         )
 
-    def initialize_from_data(self, train, generator: torch.Generator) -> None:
+    def initialize(self, train, generator: torch.Generator) -> None:
         """Nothing to initialise from data (no ActNorm); skipping FlowModel's pass saves an ODE solve."""
-        self.initialized_from_data.fill_(1)
 
     def loss(self, batch: Batch) -> Loss:
         """FlowModel's mean NLL + kinetic_energy * mean int ||f||^2 dt + jacobian_frobenius * mean

@@ -235,6 +235,8 @@ class GAN(GenerativeModel):
     torch.Size([3, 2])
     """
 
+    initializes_once = True
+
     config: GANConfig
     has_custom_step = True
     train_defaults: dict[str, Any] = {"max_steps": 5000, "batch_size": 128, "lr": 2e-4, "ema_decay": 0.999}
@@ -262,7 +264,6 @@ class GAN(GenerativeModel):
         if config.spectral_norm == "both":
             apply_spectral_norm(self.generator)
 
-        self.register_buffer("initialized_from_data", torch.zeros((), dtype=torch.uint8))
         if spec.kind != "image":
             self.register_buffer("data_shift", torch.zeros(spec.shape))
             self.register_buffer("data_scale", torch.ones(spec.shape))
@@ -331,11 +332,9 @@ class GAN(GenerativeModel):
             return {k: torch.optim.RMSprop(modules[k].parameters(), lr=lrs[k], weight_decay=weight_decay) for k in modules}
         return {k: torch.optim.Adam(modules[k].parameters(), lr=lrs[k], betas=cfg.betas, weight_decay=weight_decay) for k in modules}
 
-    def initialize_from_data(self, train, generator: torch.Generator) -> None:
+    def initialize(self, train, generator: torch.Generator) -> None:
         """Vectors and tables: the training split's per-dimension mean and standard deviation, which
         map the data to model space; conditional models: the class frequencies p(y)."""
-        if bool(self.initialized_from_data):
-            return
         x, labels = train.tensors()
         with torch.no_grad():
             if self.spec.kind != "image":
@@ -347,7 +346,6 @@ class GAN(GenerativeModel):
                     raise ConfigError("class_conditional=True but the training data has no labels; load labelled data")
                 counts = torch.bincount(labels.long().cpu(), minlength=self.num_classes).float()
                 self.class_prior.copy_(counts / counts.sum())
-            self.initialized_from_data.fill_(1)
 
     # -- spaces ---------------------------------------------------------------------------------------
     def to_model_space(self, x: Tensor) -> Tensor:

@@ -321,6 +321,8 @@ class GaussianMixtureModel(GenerativeModel):
     torch.Size([5, 2])
     """
 
+    initializes_once = True
+
     config: GMMConfig
     exact_likelihood = True
     has_custom_step = True
@@ -331,7 +333,6 @@ class GaussianMixtureModel(GenerativeModel):
     def __init__(self, config: GMMConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
         self.mixture = GaussianMixture(config.components, spec.dim)
-        self.register_buffer("initialized_from_data", torch.zeros((), dtype=torch.uint8))
 
     @property
     def dequantizes(self) -> bool:
@@ -346,16 +347,13 @@ class GaussianMixtureModel(GenerativeModel):
         return values.reshape(values.shape[0], -1)
 
     # -- training ---------------------------------------------------------------------------------
-    def initialize_from_data(self, train, generator: torch.Generator) -> None:
+    def initialize(self, train, generator: torch.Generator) -> None:
         """The initial parameters (config.init) from the (dequantized) training split; once per model."""
-        if bool(self.initialized_from_data):
-            return
         x, _ = train.tensors()
         if len(x) < self.config.components:
             raise DataError(f"gmm-em with components={self.config.components} needs at least that many training samples; got {len(x)}")
         values = self.observe(x.to(self.device), generator)
         self.mixture.initialize(values, self.config.init, reg_covar=self.config.reg_covar, generator=generator)
-        self.initialized_from_data.fill_(1)
 
     def configure_optimizers(self, lr: float, weight_decay: float = 0.0) -> dict[str, torch.optim.Optimizer]:
         """EM takes no gradient steps; an optimizer with no parameters keeps the engine's bookkeeping

@@ -201,6 +201,8 @@ class VAE(GenerativeModel):
     torch.Size([3, 1, 8, 8])
     """
 
+    initializes_once = True
+
     config: VAEConfig
     # max_steps: FID still falls at the end of shorter runs at this rate (the README's VAE row)
     train_defaults = {"max_steps": 6000, "lr": 2e-3, "lr_schedule": "cosine"}
@@ -219,7 +221,6 @@ class VAE(GenerativeModel):
         if config.likelihood == "gaussian" and config.decoder_std is None:
             # unconstrained; mapped by `observation_log_scale`, which starts at sigma ~ 1
             self.decoder_log_scale = nn.Parameter(torch.zeros(spec.shape))
-        self.register_buffer("initialized_from_data", torch.zeros((), dtype=torch.uint8))
         if config.prior == "vamp":
             # random values in the data's range until `initialize_from_data` sets training images,
             # which start the prior's components where the data is (docs/architecture.md)
@@ -262,7 +263,7 @@ class VAE(GenerativeModel):
         clamped to value_range. params: (B, *shape) -> (B, *shape)."""
         return decoder_mean(params, self.config.likelihood, self.spec.value_range)
 
-    def initialize_from_data(self, train, generator: torch.Generator) -> None:
+    def initialize(self, train, generator: torch.Generator) -> None:
         """Once per model, before training:
 
         - a learned Gaussian decoder scale starts at a tenth of each dimension's standard deviation
@@ -272,15 +273,12 @@ class VAE(GenerativeModel):
         - VampPrior: the pseudo-inputs start as K training samples drawn without replacement
           (repeated when there are fewer than K), as Tomczak & Welling suggest.
         """
-        if bool(self.initialized_from_data):
-            return
         x, _ = train.tensors()
         with torch.no_grad():
             if hasattr(self, "decoder_log_scale"):
                 floor = math.log(_MIN_LEARNED_DECODER_STD)
                 target = torch.log(0.1 * x.float().std(0) + 2 * _MIN_LEARNED_DECODER_STD) - floor  # > 0
                 self.decoder_log_scale.copy_(floor + target + torch.log(-torch.expm1(-target)))  # softplus^-1
-            self.initialized_from_data.fill_(1)
         if self.config.prior != "vamp":
             return
         k = self.config.prior_components

@@ -408,6 +408,8 @@ class VQVAE(GenerativeModel):
     torch.Size([2, 1, 8, 8])
     """
 
+    initializes_once = True
+
     config: VQVAEConfig
     data_kinds = ("image",)
     # max_steps: the reconstruction error and the prior's bits still fall at the end of shorter runs.
@@ -440,7 +442,6 @@ class VQVAE(GenerativeModel):
             epsilon=config.ema_epsilon, restart_after=config.restart_after,
         )  # fmt: skip
         self.prior = CodePrior(config.prior, config.num_codes, self.grid_side, channels=config.prior_channels, blocks=config.prior_blocks)
-        self.register_buffer("initialized_from_data", torch.zeros((), dtype=torch.uint8))
 
     # -- the autoencoder ----------------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
@@ -500,17 +501,14 @@ class VQVAE(GenerativeModel):
         return self.prior.sample(n, generator).to(self.device)
 
     # -- training ------------------------------------------------------------------------------------------
-    def initialize_from_data(self, train, generator: torch.Generator) -> None:
+    def initialize(self, train, generator: torch.Generator) -> None:
         """The codebook starts at encoder outputs of up to 1,024 training images (at random grid
         positions), so every code starts where the encoder puts vectors."""
-        if bool(self.initialized_from_data):
-            return
         x, _ = train.tensors()
         index = torch.randperm(len(x), generator=generator)[:1024]
         with torch.no_grad():
             z_e = self.encode(x[index.to(x.device)].to(self.device))
             self.quantizer.initialize_codebook(VectorQuantizer._flatten(z_e), generator)
-            self.initialized_from_data.fill_(1)
 
     def loss(self, batch: Batch) -> Loss:
         """total = mean c(x, G(z_q)) + codebook term (codebook_update="loss") + beta commitment
