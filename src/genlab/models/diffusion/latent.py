@@ -149,11 +149,11 @@ class LatentDiffusionModel(DiffusionModel):
 
     def normalize(self, x: Tensor) -> Tensor:
         """From the data to the standardised latent space: (E(x) - m) / s, (B, *spec.shape) -> (B, D)."""
-        return (self.encode(x) - self.data_shift) / self.data_scale
+        return self.standardize(self.encode(x))
 
     def denormalize(self, x: Tensor) -> Tensor:
         """From the standardised latent space to the data: D(s z_norm + m), (B, D) -> (B, *spec.shape)."""
-        return self.decode(x * self.data_scale + self.data_shift)
+        return self.decode(self.unstandardize(x))
 
     def initialize(self, train, generator: torch.Generator) -> None:
         """latent_scale="auto": m, s = the per-dimension mean and std of E(x) over the training split
@@ -161,9 +161,7 @@ class LatentDiffusionModel(DiffusionModel):
         if self.config.latent_scale == "auto":
             x, _ = train.tensors()
             z = torch.cat([self.encode(x[i : i + 1024].to(self.device)) for i in range(0, len(x), 1024)])  # (N, D)
-            with torch.no_grad():
-                self.data_shift.copy_(z.mean(0))
-                self.data_scale.copy_(z.std(0).clamp_min(1e-6))
+            self.fit_standardization(z)
 
     # -- what the frozen autoencoder changes --------------------------------------------------
     def train(self, mode: bool = True) -> "LatentDiffusionModel":

@@ -32,6 +32,7 @@ from genlab.models.diffusion.samplers import SAMPLERS, SampleResult, get_sampler
 from genlab.models.diffusion.schedules import SCHEDULES, DiscreteSchedule, NoiseSchedule, get_schedule, schedule_parameters
 from genlab.nn.builders import resolve_net
 from genlab.nn.dit import DIT_PRESETS, DiT
+from genlab.nn.standardize import Standardizer
 from genlab.nn.time_mlp import TimeConditionedMLP
 from genlab.nn.unet import UNET_PRESETS, UNet
 from genlab.registry import register
@@ -118,7 +119,7 @@ class DiffusionConfig(Config):
 
 
 @register("ddpm", DiffusionConfig, family="diffusion", summary="Denoising diffusion (Ho et al. 2020): any schedule, objective, network, sampler")
-class DiffusionModel(GenerativeModel):
+class DiffusionModel(GenerativeModel, Standardizer):
     """A diffusion model: eps_hat = eps_theta(x_t, t), trained by a weighted denoising loss and
     sampled by any sampler of `samplers.py`.
 
@@ -160,8 +161,7 @@ class DiffusionModel(GenerativeModel):
         low, high = spec.value_range
         if spec.kind == "image" and math.isfinite(low) and math.isfinite(high):
             shift, scale = torch.full(spec.shape, (low + high) / 2), torch.full(spec.shape, (high - low) / 2)
-        self.register_buffer("data_shift", shift)
-        self.register_buffer("data_scale", scale)
+        self.register_standardization(shift, scale)
 
     # -- parts -------------------------------------------------------------------------------
     def _build_network(self, config: DiffusionConfig, spec: DataSpec) -> nn.Module:
@@ -195,12 +195,8 @@ class DiffusionModel(GenerativeModel):
     def initialize(self, train, generator: torch.Generator) -> None:
         """Vectors and tables: standardise each dimension with the training split's mean and std
         (the schedules assume unit-scale data: the prior N(0, I) at t_max)."""
-        with torch.no_grad():
-            if self.spec.kind != "image":
-                x, _ = train.tensors()
-                x = x.float()
-                self.data_shift.copy_(x.mean(0))
-                self.data_scale.copy_(x.std(0).clamp_min(1e-6))
+        if self.spec.kind != "image":
+            self.fit_standardization(train.tensors()[0].float())
 
     @property
     def default_sampler(self) -> str:
@@ -215,10 +211,10 @@ class DiffusionModel(GenerativeModel):
         return self.spec
 
     def normalize(self, x: Tensor) -> Tensor:
-        return (x - self.data_shift) / self.data_scale
+        return self.standardize(x)
 
     def denormalize(self, x: Tensor) -> Tensor:
-        return x * self.data_scale + self.data_shift
+        return self.unstandardize(x)
 
     def network_output(self, x_t: Tensor, t: Tensor, y: Tensor | None = None) -> Tensor:
         """The prediction (eps, x0 or v; EDM: the denoised D) at x_t (B, ...) and times t (B,)."""

@@ -67,6 +67,7 @@ from genlab.models.gan.nets import (
 )
 from genlab.nn.distributions import sample_standard_normal
 from genlab.nn.frozen import frozen
+from genlab.nn.standardize import Standardizer
 from genlab.registry import register
 
 OPTIMIZERS = ("adam", "rmsprop")
@@ -221,7 +222,7 @@ class GANConfig(Config):
 
 
 @register("gan", GANConfig, family="gan", summary="GAN (Goodfellow et al. 2014): MLP nets, non-saturating loss; any loss and architecture by config")
-class GAN(GenerativeModel):
+class GAN(GenerativeModel, Standardizer):
     """Generative adversarial network: G(z) with z ~ N(0, I), trained against a discriminator D.
 
     Sampling uses `self.generator`; after `genlab.fit` the sampling model (`run.sampling_model`,
@@ -265,8 +266,7 @@ class GAN(GenerativeModel):
             apply_spectral_norm(self.generator)
 
         if spec.kind != "image":
-            self.register_buffer("data_shift", torch.zeros(spec.shape))
-            self.register_buffer("data_scale", torch.ones(spec.shape))
+            self.register_standardization(torch.zeros(spec.shape), torch.ones(spec.shape))
         if self.num_classes:
             self.register_buffer("class_prior", torch.full((self.num_classes,), 1.0 / self.num_classes))
         if self.network.progressive:
@@ -338,9 +338,7 @@ class GAN(GenerativeModel):
         x, labels = train.tensors()
         with torch.no_grad():
             if self.spec.kind != "image":
-                x = x.float()
-                self.data_shift.copy_(x.mean(0))
-                self.data_scale.copy_(x.std(0).clamp_min(1e-6))
+                self.fit_standardization(x.float())
             if self.num_classes:
                 if labels is None:
                     raise ConfigError("class_conditional=True but the training data has no labels; load labelled data")
@@ -353,7 +351,7 @@ class GAN(GenerativeModel):
         if self.spec.kind == "image":
             low, high = self.spec.value_range
             return 2.0 * (x - low) / (high - low) - 1.0
-        return (x - self.data_shift) / self.data_scale
+        return self.standardize(x)
 
     def from_model_space(self, x: Tensor) -> Tensor:
         """The inverse of `to_model_space`, clamped to the data's value range where it is finite."""
@@ -361,7 +359,7 @@ class GAN(GenerativeModel):
         if self.spec.kind == "image":
             x = low + (x.clamp(-1.0, 1.0) + 1.0) * (high - low) / 2.0
         else:
-            x = x * self.data_scale + self.data_shift
+            x = self.unstandardize(x)
         if not (math.isfinite(low) or math.isfinite(high)):
             return x
         return x.clamp(low if math.isfinite(low) else None, high if math.isfinite(high) else None)
