@@ -22,6 +22,7 @@ from PIL import Image
 import genlab
 from genlab.cli.main import main
 from genlab.errors import GenlabError
+from genlab.models.diffusion.guidance import load_classifier
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -134,7 +135,7 @@ CLI_CASES = [
     ("eval n negative", ["eval", "{vae}", "-n", "-5"], "n=-5"),
     ("eval n zero", ["eval", "{vae}", "-n", "0"], "n=0"),
     ("eval extractor random bytes", ["eval", "{vae}", "--extractor", "{files}/random.bin", "-n", "20"], "random.bin"),
-    ("eval extractor random safetensors", ["eval", "{vae}", "--extractor", "{files}/random.safetensors", "-n", "20"], "is not a safetensors file"),
+    ("eval extractor random safetensors", ["eval", "{vae}", "--extractor", "{files}/random.safetensors", "-n", "20"], "damaged or not a safetensors file"),
     ("eval extractor random pth", ["eval", "{vae}", "--extractor", "{files}/random.pth", "-n", "20"], "cannot read Inception weights"),
     ("eval extractor missing", ["eval", "{vae}", "--extractor", "{tmp}/none.safetensors", "-n", "20"], "none.safetensors"),
     ("eval extractor unknown name", ["eval", "{vae}", "--extractor", "nosuch", "-n", "20"], "nosuch"),
@@ -218,6 +219,8 @@ PY_CASES = [
     ("load missing run", lambda r: genlab.load(r["root"] / "none"), FileNotFoundError, "no run directory"),
     ("load empty folder", lambda r: genlab.load(r["files"] / "empty"), FileNotFoundError, "not a genlab run"),
     ("load device unknown", lambda r: genlab.load(r["vae"], device="nosuchdev"), ValueError, "nosuchdev"),
+    ("load a classifier of random bytes", lambda r: load_classifier(r["files"] / "random.safetensors"), ValueError, "damaged or not a safetensors file"),
+    ("load a missing classifier", lambda r: load_classifier(r["files"] / "none.safetensors"), FileNotFoundError, "no classifier"),
     ("sample class of unconditional", lambda r: genlab.load(r["vae"]).sample(4, cond=1), ValueError, "unconditional"),
 ]
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -38,6 +38,16 @@ def load_weights(module: nn.Module, path: str | Path, device: torch.device | str
     except RuntimeError as exc:
         raise RunError(f"{path} holds weights of another model or shape than its config.yaml describes "
                        f"({first_line(exc, skip='Error(s) in loading')}); restore the run's files together or retrain") from None  # fmt: skip
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file (what genlab stores beside its weights: a format
+    tag, an architecture as JSON); a file that is not safetensors is a RunError naming it."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise RunError(f"{path} is damaged or not a safetensors file ({first_line(exc)})") from None
 
 
 def first_line(exc: BaseException, skip: str = "") -> str:

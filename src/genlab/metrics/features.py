@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.errors import ConfigError, DataError
-from genlab.weights import first_line
+from genlab.errors import ConfigError, DataError, RunError
+from genlab.weights import first_line, read_metadata
 
 FORMAT = "genlab.classifier_features/1"
 
@@ -137,11 +137,9 @@ class ClassifierFeatures(FeatureExtractor):
         if not path.is_file():
             raise DataError(f"feature extractor file {str(path)!r} does not exist")
         try:
-            with safetensors.safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-        except (safetensors.SafetensorError, OSError) as exc:
-            raise DataError(f"{str(path)!r} is not a safetensors file ({first_line(exc)}); make a feature extractor with "
-                            "scripts/train_feature_extractor.py") from None  # fmt: skip
+            metadata = read_metadata(path)
+        except RunError as exc:
+            raise DataError(f"{exc}; make a feature extractor with scripts/train_feature_extractor.py") from None
         if metadata.get("format") != FORMAT:
             raise DataError(
                 f"{str(path)!r} is not a genlab classifier feature extractor (no {FORMAT!r} metadata); "

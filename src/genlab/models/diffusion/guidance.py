@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genlab.data.dataset import Dataset
-from genlab.errors import ConfigError, DataError, GenlabError
+from genlab.errors import ConfigError, DataError, RunError, RunNotFoundError
 from genlab.models.diffusion.samplers import SampleResult
 from genlab.models.diffusion.schedules import NoiseSchedule, expand_like
 from genlab.nn.conv import ResidualBlock, conv_norm, level_widths, resolution_plan
@@ -257,20 +257,20 @@ def save_classifier(classifier: NoisyClassifier, path: str | Path) -> Path:
 def load_classifier(path: str | Path, *, device: torch.device | str | None = None) -> NoisyClassifier:
     """The classifier saved by `save_classifier` at `path` (a file, or a run directory holding
     classifier.safetensors), in eval mode."""
-    from safetensors import safe_open
-
-    from genlab.weights import load_weights
+    from genlab.weights import load_weights, read_metadata
 
     path = _classifier_path(path)
     if not path.is_file():
-        raise GenlabError(
+        raise RunNotFoundError(
             f"no classifier at '{path}'; train one with train_noisy_classifier(model, data) and save it with save_classifier(classifier, run_dir)"
         )
-    with safe_open(str(path), framework="pt") as f:
-        metadata = f.metadata() or {}
+    metadata = read_metadata(path)
     if metadata.get("genlab") != "noisy-classifier":
-        raise GenlabError(f"'{path}' is not a noisy classifier saved by genlab (save_classifier writes one)")
-    classifier = NoisyClassifier(**json.loads(metadata["architecture"]))
+        raise RunError(f"'{path}' is not a noisy classifier saved by genlab (save_classifier writes one)")
+    try:
+        classifier = NoisyClassifier(**json.loads(metadata["architecture"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise RunError(f"'{path}' has a damaged classifier architecture ({exc}); save it again with save_classifier") from None
     load_weights(classifier, path, device=device)
     return classifier.to(device).eval() if device is not None else classifier.eval()
 
