@@ -15,6 +15,7 @@ import torch
 
 import genlab
 from genlab.errors import ConfigError
+from genlab.models.diffusion.model import DiffusionModel
 from genlab.registry import entries
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -31,6 +32,7 @@ TINY = {
     "edm": dict(preset="tiny", hidden=(16,), sample_steps=3),
     "dit": dict(preset="tiny", hidden=(16,), sample_steps=3),
     "latent-diffusion": dict(preset="tiny", hidden=(16,), sample_steps=3),
+    "flow-matching": dict(preset="tiny", hidden=(16,), sample_steps=3),
     "vae": dict(hidden=(16,), channels=(8,), prior_components=4, iw_samples=4),
     "beta-vae": dict(hidden=(16,), channels=(8,), iw_samples=4),
     "aae": dict(hidden=(16,), channels=(8,), discriminator_hidden=(16,)),
@@ -53,7 +55,7 @@ def cases():
 
 def _fields(name, kind, tmp_path_factory):
     fields = dict(TINY.get(name, {}))
-    if kind != "image" or name not in ("ddpm", "ncsn", "score-sde", "edm", "dit", "latent-diffusion"):
+    if kind != "image" or not issubclass(genlab.registry.get(name).model_class, DiffusionModel):  # a UNet/DiT preset
         fields.pop("preset", None)
     if name == "latent-diffusion":
         fields["autoencoder"] = str(_tiny_autoencoder(kind, tmp_path_factory))

@@ -113,8 +113,28 @@ class AEConfig(Config):
         return LATENT_DENSITIES
 
 
+class Reconstructs:
+    """What the latent tools ask of a deterministic encoder-decoder model with `encode(x)`,
+    `decode(z)` (decoder parameters), a `reconstruction` kind and a `spec`: the decoder's mean, the
+    code and the reconstruction, in the data's space."""
+
+    def decoder_mean(self, params: Tensor) -> Tensor:
+        """sigmoid(logits) mapped to value_range, or the mean clamped to it. params (B, *shape) -> (B, *shape)."""
+        return decoder_mean(params, self.reconstruction, self.spec.value_range)
+
+    @torch.no_grad()
+    def encode_mean(self, x: Tensor) -> Tensor:
+        """The code f(x) (the name the latent tools use for every encoder model)."""
+        return self.encode(x)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """g(f(x)) in the data's space, (B, *shape)."""
+        return self.decoder_mean(self.decode(self.encode(x)))
+
+
 @register("ae", AEConfig, family="latent", summary="Autoencoder; generates by a Gaussian mixture fitted to its codes")
-class Autoencoder(GenerativeModel):
+class Autoencoder(Reconstructs, GenerativeModel):
     """Deterministic autoencoder z = f(x), x^ = g(z), trained on the reconstruction cost alone; it
     generates by decoding draws from a density fitted to the training codes after training.
 
@@ -171,21 +191,6 @@ class Autoencoder(GenerativeModel):
     def decode(self, z: Tensor) -> Tensor:
         """g(z): Bernoulli logits or the mean in data units, z (B, D) -> (B, *shape)."""
         return self.decoder(z).reshape(z.shape[0], *self.spec.shape)
-
-    def decoder_mean(self, params: Tensor) -> Tensor:
-        """The reconstruction in the data's space: sigmoid(logits) mapped to value_range, or the mean
-        clamped to it. params (B, *shape) -> (B, *shape)."""
-        return decoder_mean(params, self.reconstruction, self.spec.value_range)
-
-    @torch.no_grad()
-    def encode_mean(self, x: Tensor) -> Tensor:
-        """The code f(x), (B, D) (the name the latent tools use for every encoder model)."""
-        return self.encode(x)
-
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """g(f(x)) in the data's space, (B, *shape)."""
-        return self.decoder_mean(self.decode(self.encode(x)))
 
     # -- the objective ----------------------------------------------------------------------------
     def corrupt(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:

@@ -34,10 +34,11 @@ from genlab.config import Config
 from genlab.data.dataset import Batch, DataSpec
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, LikelihoodMeasure, Loss
+from genlab.models.latent.autoencoder import Reconstructs
 from genlab.nn.activations import get_activation
 from genlab.nn.conv import ResidualBlock, Upsample, conv_norm
 from genlab.nn.builders import NETS, build_decoder, build_encoder, resolve_net
-from genlab.nn.distributions import bernoulli_log_likelihood, decoder_mean
+from genlab.nn.distributions import bernoulli_log_likelihood
 from genlab.registry import register
 
 __all__ = ["CodePrior", "QuantizerOutput", "VQVAE", "VQVAEConfig", "VectorQuantizer", "code_pixelcnn", "perplexity"]
@@ -391,7 +392,7 @@ class VQVAEConfig(Config):
 
 
 @register("vq-vae", VQVAEConfig, family="latent", summary="VQ-VAE: codebook with straight-through gradients, EMA updates and a PixelCNN prior")
-class VQVAE(GenerativeModel):
+class VQVAE(Reconstructs, GenerativeModel):
     """VQ-VAE (van den Oord et al. 2017) with a prior over code grids; see the module docstring.
 
     encode(x) -> z_e (B, D, h, w); quantize(z_e) -> QuantizerOutput; decode(z) -> decoder output
@@ -460,24 +461,10 @@ class VQVAE(GenerativeModel):
         """G(e_k) for code grids indices (B, h, w) long -> decoder output (B, *shape)."""
         return self.decoder(self.quantizer.lookup(indices).to(self._dtype))
 
-    def decoder_mean(self, params: Tensor) -> Tensor:
-        """The image in the data's space: sigmoid(logits) mapped to value_range, or the mean clamped."""
-        return decoder_mean(params, self.reconstruction, self.spec.value_range)
-
-    @torch.no_grad()
-    def encode_mean(self, x: Tensor) -> Tensor:
-        """z_e (B, D, h, w), the continuous encoder output (the latent tools' name for it)."""
-        return self.encode(x)
-
     @torch.no_grad()
     def encode_indices(self, x: Tensor) -> Tensor:
         """The code grid of x: (B, *shape) -> (B, h, w) long."""
         return self.quantizer.nearest(self.encode(x))
-
-    @torch.no_grad()
-    def reconstruct(self, x: Tensor) -> Tensor:
-        """G(z_q(x)) in the data's space, (B, *shape)."""
-        return self.decoder_mean(self.decode(self.encode(x)))
 
     def reconstruction_cost(self, x: Tensor, params: Tensor) -> Tensor:
         """c(x, x^) per image (B,): Bernoulli cross-entropy (x mapped to [0, 1]) or summed squared error."""
