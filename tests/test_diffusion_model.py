@@ -194,3 +194,19 @@ def test_every_diffusion_preset_is_a_written_out_definition():
         entry = get(name)
         for cls in (entry.model_class, entry.config_class):
             assert f"\nclass {cls.__name__}(" in source and cls.__module__ == module.__name__, (name, cls)
+
+
+def test_network_kinds_come_from_the_registry(monkeypatch):
+    from genlab.models.diffusion import model as diffusion_model
+
+    with pytest.raises(ConfigError, match="'auto', 'mlp', 'unet', 'dit'"):
+        DiffusionConfig(net="nosuch")
+    built = []
+
+    def zero_network(config, spec, num_classes):  # a network registered here, without touching model.py
+        built.append((spec.shape, num_classes))
+        return diffusion_model._Flatten(nn.Linear(spec.dim, spec.dim), spec.shape)
+
+    monkeypatch.setitem(diffusion_model.NETWORKS, "zero", zero_network)
+    model = DiffusionModel(DiffusionConfig(net="zero"), DataSpec("v", kind="vector", shape=(3,), value_range=(-math.inf, math.inf)))
+    assert built == [((3,), None)] and isinstance(model.net.net, nn.Linear)

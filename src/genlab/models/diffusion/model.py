@@ -37,7 +37,58 @@ from genlab.nn.time_mlp import TimeConditionedMLP
 from genlab.nn.unet import UNET_PRESETS, UNet
 from genlab.registry import register
 
-DIFFUSION_NETS = ("auto", "unet", "dit", "mlp")
+# the denoising networks by config word: builder(config, spec, num_classes) -> a module taking
+# (x_t (B, *shape), noise level (B,), labels (B,) or None); "auto" picks unet for images, mlp otherwise
+NETWORKS: dict[str, Callable[["DiffusionConfig", DataSpec, int | None], nn.Module]] = {}
+
+
+def _network(name: str):
+    def decorate(builder):
+        NETWORKS[name] = builder
+        return builder
+
+    return decorate
+
+
+def _image_shape(name: str, spec: DataSpec) -> tuple[int, int, int]:
+    if spec.kind != "image" or len(spec.shape) != 3:
+        raise ConfigError(f"net={name!r} needs images (C, H, W); data {spec.name!r} has shape {spec.shape}; use net='mlp'")
+    return spec.shape
+
+
+@_network("mlp")
+def _mlp_network(config: "DiffusionConfig", spec: DataSpec, num_classes: int | None) -> nn.Module:
+    """A time-conditioned MLP over the flattened sample, for vectors and tables (and tiny images)."""
+    net = TimeConditionedMLP(dim=math.prod(spec.shape), hidden=config.hidden, num_classes=num_classes, embedding_dim=config.embedding_dim)
+    return _Flatten(net, spec.shape)
+
+
+@_network("unet")
+def _unet_network(config: "DiffusionConfig", spec: DataSpec, num_classes: int | None) -> nn.Module:
+    """The UNet of `config.preset` ("auto": by the image's side: small to 8, mnist to 28, else ddpm-cifar10)."""
+    channels, height, width = _image_shape("unet", spec)
+    preset = config.preset if config.preset != "auto" else ("small" if max(height, width) <= 8 else "mnist" if max(height, width) <= 28 else "ddpm-cifar10")
+    if preset not in UNET_PRESETS:
+        raise ConfigError(f"preset={preset!r} is not a UNet preset; choose one of {', '.join(UNET_PRESETS)}")
+    overrides: dict[str, Any] = {"image_size": (height, width) if height != width else height, "num_classes": num_classes}
+    if config.dropout is not None:
+        overrides["dropout"] = config.dropout
+    return UNet.from_preset(preset, in_channels=channels, out_channels=channels, **overrides)
+
+
+@_network("dit")
+def _dit_network(config: "DiffusionConfig", spec: DataSpec, num_classes: int | None) -> nn.Module:
+    """The DiT of `config.preset` ("auto": tiny), on square images."""
+    channels, height, width = _image_shape("dit", spec)
+    preset = config.preset if config.preset != "auto" else "tiny"
+    if preset not in DIT_PRESETS:
+        raise ConfigError(f"preset={preset!r} is not a DiT preset; choose one of {', '.join(DIT_PRESETS)}")
+    overrides: dict[str, Any] = {"num_classes": num_classes}
+    if config.patch_size is not None:
+        overrides["patch_size"] = config.patch_size
+    if height != width:
+        raise ConfigError(f"the DiT takes square images; data {spec.name!r} is {height}x{width}; use net='unet'")
+    return DiT.from_preset(preset, input_size=height, in_channels=channels, **overrides)
 # the exact trace costs one backward pass per dimension and Hutchinson's one per probe, so
 # trace="auto" takes the exact one (no estimator noise) only up to this many dimensions
 ODE_EXACT_TRACE_MAX_DIM = 16
@@ -99,7 +150,7 @@ class DiffusionConfig(Config):
         self._positive("steps", "embedding_dim", "sigma_data")
         self._choice("prediction", PREDICTIONS)
         self._choice("weighting", WEIGHTINGS)
-        self._choice("net", DIFFUSION_NETS)
+        self._choice("net", ("auto", *NETWORKS))
         self._choice("sampler", ("auto", *SAMPLERS))
         self._in_range("label_dropout", 0.0, 1.0)
         self._in_range("eta", 0.0, 1.0)
@@ -168,29 +219,7 @@ class DiffusionModel(GenerativeModel, Standardizer):
         net = config.net
         if net == "auto":
             net = "unet" if resolve_net(spec, "auto") == "conv" or (spec.kind == "image" and len(spec.shape) == 3) else "mlp"
-        if net == "mlp":
-            dim = math.prod(spec.shape)
-            return _Flatten(TimeConditionedMLP(dim=dim, hidden=config.hidden, num_classes=self.num_classes, embedding_dim=config.embedding_dim), spec.shape)
-        if spec.kind != "image" or len(spec.shape) != 3:
-            raise ConfigError(f"net={net!r} needs images (C, H, W); data {spec.name!r} has shape {spec.shape}; use net='mlp'")
-        channels, height, width = spec.shape
-        if net == "unet":
-            preset = config.preset if config.preset != "auto" else ("small" if max(height, width) <= 8 else "mnist" if max(height, width) <= 28 else "ddpm-cifar10")
-            if preset not in UNET_PRESETS:
-                raise ConfigError(f"preset={preset!r} is not a UNet preset; choose one of {', '.join(UNET_PRESETS)}")
-            overrides: dict[str, Any] = {"image_size": (height, width) if height != width else height, "num_classes": self.num_classes}
-            if config.dropout is not None:
-                overrides["dropout"] = config.dropout
-            return UNet.from_preset(preset, in_channels=channels, out_channels=channels, **overrides)
-        preset = config.preset if config.preset != "auto" else "tiny"
-        if preset not in DIT_PRESETS:
-            raise ConfigError(f"preset={preset!r} is not a DiT preset; choose one of {', '.join(DIT_PRESETS)}")
-        overrides = {"num_classes": self.num_classes}
-        if config.patch_size is not None:
-            overrides["patch_size"] = config.patch_size
-        if height != width:
-            raise ConfigError(f"the DiT takes square images; data {spec.name!r} is {height}x{width}; use net='unet'")
-        return DiT.from_preset(preset, input_size=height, in_channels=channels, **overrides)
+        return NETWORKS[net](config, spec, self.num_classes)
 
     def initialize(self, train, generator: torch.Generator) -> None:
         """Vectors and tables: standardise each dimension with the training split's mean and std

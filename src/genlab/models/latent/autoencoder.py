@@ -155,11 +155,10 @@ class Autoencoder(Reconstructs, GenerativeModel):
     """
 
     config: AEConfig
-    # digits, one seed each: FID 18 after 3,000 steps and 22 after 5,000 (ae), 29 and 25 (dae): no
-    # clear gain from the longer run, so the shorter one (~2.5 minutes on a busy CPU). ema_decay 0: the
-    # code space drifts along directions the cost does not see (an invertible map applied by the
-    # encoder and undone by the decoder), so separately averaged encoder and decoder weights no
-    # longer pair up (digits, 3,000 steps: FID 26 from the EMA weights, 16 from the last ones)
+    # max_steps: longer runs brought no clear gain. ema_decay 0: the code space drifts along
+    # directions the cost does not see (an invertible map applied by the encoder and undone by the
+    # decoder), so separately averaged encoder and decoder weights no longer pair up (README, "Why
+    # these defaults")
     train_defaults = {"max_steps": 3000, "lr": 2e-3, "lr_schedule": "cosine", "ema_decay": 0.0}
 
     def __init__(self, config: AEConfig, spec: DataSpec) -> None:
