@@ -196,3 +196,13 @@ def test_wae_gan_fits_saves_and_loads(tmp_path):
         torch.testing.assert_close(loaded.latent_adversary.state_dict()[key], value)
     torch.testing.assert_close(loaded.sample(4, generator=torch.Generator().manual_seed(0)),
                                model.eval().sample(4, generator=torch.Generator().manual_seed(0)))
+
+
+def test_the_latent_adversary_takes_every_gan_loss_that_needs_no_regulariser():
+    from genlab.models.gan.losses import LOSS_REGISTRY, build_loss
+    from genlab.models.latent.autoencoder import adversarial_losses
+
+    expected = {name for name in LOSS_REGISTRY if not build_loss(name).regularizers()}
+    assert set(adversarial_losses()) == expected and "wasserstein-gp" not in expected and "f-gan" in expected
+    with pytest.raises(ConfigError, match="adversarial_loss='wasserstein'"):
+        genlab.create("aae", data=genlab.data.load("8gaussians"), adversarial_loss="wasserstein")

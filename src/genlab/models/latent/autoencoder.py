@@ -39,7 +39,7 @@ from genlab.data.dataset import Batch, DataSpec
 from genlab.errors import ConfigError
 from genlab.nn.kernels import inverse_multiquadratic_kernel, unbiased_mmd2
 from genlab.models.base import GenerativeModel, Loss
-from genlab.models.gan.losses import build_loss
+from genlab.models.gan.losses import LOSS_REGISTRY, build_loss
 from genlab.models.gan.nets import Discriminator, DiscriminatorHead, MLPDiscriminatorTrunk
 from genlab.models.latent.em import GaussianMixture
 from genlab.nn.builders import NETS, build_decoder, build_encoder
@@ -332,9 +332,12 @@ class DenoisingAutoencoder(Autoencoder):
 # Autoencoders whose codes are matched to a prior: WAE (MMD or GAN penalty) and AAE
 # ---------------------------------------------------------------------------------------------
 PENALTIES = ("mmd", "gan")
-# losses that need no Lipschitz constraint on D (the Wasserstein ones need clipping or a gradient
-# penalty, which the latent adversary does not implement)
-ADVERSARIAL_LOSSES = ("non-saturating", "minimax", "least-squares", "hinge")
+
+
+def adversarial_losses() -> tuple[str, ...]:
+    """The GAN losses (`genlab.models.gan.losses`) whose discriminator needs no regulariser: the
+    latent adversary applies none (the Wasserstein losses need clipping or a gradient penalty)."""
+    return tuple(name for name in LOSS_REGISTRY if not build_loss(name).regularizers())
 ADVERSARIAL_UPDATES = ("joint", "separate")
 
 
@@ -396,8 +399,8 @@ class PriorMatchingConfig(AEConfig):
     Used where the penalty is adversarial (`LatentAdversary`):
     adversarial_weight: lambda, the weight of the encoder's adversarial loss in the autoencoder's
         objective c(x, g(f(x))) + lambda loss.generator_loss(D(f(x))) ("joint" update).
-    adversarial_loss: "non-saturating" (default), "minimax", "least-squares" or "hinge" (see
-        `genlab.models.gan.losses`).
+    adversarial_loss: "non-saturating" (default), or another GAN loss whose discriminator needs no
+        regulariser (`adversarial_losses()`: minimax, least-squares, hinge, f-gan).
     adversarial_update: "joint": one step of encoder and decoder on the weighted sum above (WAE-GAN,
         Tolstikhin et al. 2018, Algorithm 1, whose D objective is also weighted by lambda: a scale
         Adam undoes, so D's loss is unweighted here); "separate": Makhzani et al.'s two phases, a step of
@@ -423,7 +426,7 @@ class PriorMatchingConfig(AEConfig):
         super().validate()
         self._positive("prior_std")
         self._positive("adversarial_weight", allow_zero=True)
-        self._choice("adversarial_loss", ADVERSARIAL_LOSSES)
+        self._choice("adversarial_loss", adversarial_losses())
         self._choice("adversarial_update", ADVERSARIAL_UPDATES)
         if self.lr_discriminator is not None:
             self._positive("lr_discriminator")
