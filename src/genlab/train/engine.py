@@ -352,7 +352,7 @@ class _Engine:
 
     def _stop_diverged(self, what: str) -> None:
         """Stop a run whose numbers went non-finite, naming the last good checkpoint (one whose model
-        gave finite losses; see `_checkpoint_is_good`) and a recovery that works from it."""
+        gave finite losses; see `_checkpoint_problem`) and a recovery that works from it."""
         lr = _recovery_lr(self.cfg.lr, {**TrainConfig().to_dict(), **self.model.train_defaults}["lr"])
         if self.last_checkpoint:
             where = f"last good checkpoint: {self.last_checkpoint[1]} (step {self.last_checkpoint[0]})"
