@@ -311,13 +311,36 @@ def test_fid_kid_precision_recall_on_digits(digits, digits_extractor):
 
     same = evaluate_samples(real, other, digits_extractor, kid_subsets=10, kid_subset_size=200)
     bad = evaluate_samples(real, noise, "digits", kid_subsets=10, kid_subset_size=200)
-    assert set(same) == {"fid", "kid", "kid_std", "precision", "recall"}
+    assert set(same) == {"fid", "kid", "kid_std", "precision", "recall", "inception_score", "inception_score_std"}
     assert same["fid"] == pytest.approx(fid_train, rel=1e-6)
     assert abs(same["kid"]) < 0.05 * bad["kid"]
     assert same["precision"] > 0.8 and same["recall"] > 0.8
     # classifier features map some noise images into the digits' clusters, and 180 real points in
     # 128-D make wide k-NN balls, so noise precision is not 0 (0.33 here); it is far below real's
     assert bad["precision"] < 0.5 * same["precision"] and bad["recall"] < 0.2
+    # the classifier (test accuracy 0.994) is confident on real digits spread over 10 classes: IS near
+    # 10 for the 1,437 training images; noise is classified into few classes, less confidently
+    assert same["inception_score"] > 8.5 and bad["inception_score"] < 0.6 * same["inception_score"]
+
+
+def test_inception_score_against_its_closed_forms_and_the_entropy_identity():
+    from scipy.stats import entropy
+
+    from genlab.metrics import inception_score
+
+    assert inception_score(torch.eye(5).repeat(20, 1), splits=1) == (pytest.approx(5.0), 0.0)  # confident, balanced
+    assert inception_score(torch.full((40, 5), 0.2), splits=4)[0] == pytest.approx(1.0)  # no information
+    assert inception_score(torch.eye(5)[torch.zeros(30, dtype=torch.long)], splits=3)[0] == pytest.approx(1.0)  # one class
+    # E KL(p(y|x) || p(y)) = H(p(y)) - E H(p(y|x)), per split
+    g = torch.Generator().manual_seed(0)
+    p = torch.softmax(3 * torch.randn(300, 7, generator=g, dtype=torch.float64), 1)
+    parts = [q.numpy() for q in p.chunk(3)]
+    expected = [math.exp(entropy(q.mean(0)) - entropy(q, axis=1).mean()) for q in parts]
+    mean, std = inception_score(p, splits=3)
+    assert mean == pytest.approx(sum(expected) / 3, rel=1e-9)
+    assert std == pytest.approx(float(torch.tensor(expected).std(unbiased=False)), rel=1e-6)
+    with pytest.raises(DataError, match="probabilities"):
+        inception_score(torch.randn(20, 3), splits=2)
 
 
 def test_compute_features_batches_and_checks_ranges(digits_extractor):

@@ -1,5 +1,5 @@
 """Evaluation of generative models: sample-based metrics in a feature space (FID, KID, improved
-precision/recall), kernel two-sample distances (MMD), likelihood units (bits per dimension), and
+precision/recall, the Inception Score), kernel two-sample distances (MMD), likelihood units (bits per dimension), and
 the feature extractors they use.
 
 >>> import torch
@@ -19,6 +19,7 @@ from genlab.metrics.features import (
 )
 from genlab.metrics.frechet import fid, frechet_distance, gaussian_statistics
 from genlab.metrics.inception import InceptionV3Features
+from genlab.metrics.inception_score import inception_score
 from genlab.nn.likelihood import bits_per_dim, nats_to_bits_per_dim
 from genlab.metrics.kernels import kid, mmd
 from genlab.metrics.manifold import precision_recall
@@ -34,6 +35,7 @@ __all__ = [
     "frechet_distance",
     "gaussian_statistics",
     "get_extractor",
+    "inception_score",
     "kid",
     "mmd",
     "nats_to_bits_per_dim",

@@ -316,9 +316,10 @@ def get_extractor(
     )
 
 
-def compute_features(extractor: nn.Module, images: Tensor, *, batch_size: int = 256) -> Tensor:
+def compute_features(extractor: nn.Module, images: Tensor, *, batch_size: int = 256, output: str = "features") -> Tensor:
     """Features (N, D) of images (N, C, H, W) in [0, 1], in batches, without gradients, in eval
-    mode, on the extractor's device; returned as float32 on that device.
+    mode, on the extractor's device; returned as float32 on that device. output="logits": the
+    extractor's class logits (N, K) instead (extractors with a classifier head).
 
     uint8 images are scaled by 1/255. Float values are clamped to [0, 1], as when saving samples as
     pictures; values far outside (below -0.5 or above 1.5) are an error, since they mean the
@@ -347,6 +348,6 @@ def compute_features(extractor: nn.Module, images: Tensor, *, batch_size: int = 
     with torch.no_grad():
         for start in range(0, images.shape[0], batch_size):
             batch = images[start : start + batch_size].to(device, torch.float32).clamp(0.0, 1.0)
-            chunks.append(extractor.features(batch).float())
+            chunks.append(getattr(extractor, output)(batch).float())
     extractor.train(was_training)
     return torch.cat(chunks)

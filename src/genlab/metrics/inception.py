@@ -168,7 +168,7 @@ class InceptionV3Features(FeatureExtractor):
     loaded with strict=True. None builds the network with random weights, which is only useful for
     tests. Grayscale inputs are repeated to 3 channels; images are resized to 299x299 (bilinear,
     align_corners=False) and mapped from [0, 1] to [-1, 1], as pytorch-fid does. `fc` (1008
-    classes) is kept so the state dict matches; features do not use it.
+    classes) is kept so the state dict matches; features do not use it, `logits` (the Inception Score) does.
     """
 
     name = "inception-v3-fid"
@@ -229,6 +229,10 @@ class InceptionV3Features(FeatureExtractor):
         x = self.Mixed_7a(x)  # -> (B, 1280, 8, 8)
         x = self.Mixed_7c(self.Mixed_7b(x))  # -> (B, 2048, 8, 8)
         return x.mean(dim=(2, 3))  # pool3: (B, 2048)
+
+    def logits(self, x: Tensor) -> Tensor:
+        """Images (B, C, H, W) in [0, 1] -> the 1008 class logits of `fc` (B, 1008), for the Inception Score."""
+        return self.fc(self.features(x))
 
 
 def load_inception_weights(path: str | Path) -> dict[str, Tensor]:
