@@ -28,7 +28,7 @@ import genlab.data
 from genlab.metrics.features import ClassifierFeatures, train_feature_classifier
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "src" / "genlab" / "metrics" / "weights"
-SHIPPED = {"digits"}
+SHIPPED = {"digits", "mnist"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -409,3 +409,19 @@ def test_train_feature_classifier_is_deterministic_and_learns():
     assert model_a.info["seed"] == 1 and model_a.info["test_accuracy"] == accuracy_a
     assert not model_a.training
 
+
+
+@pytest.mark.dataset
+def test_shipped_mnist_extractor_meets_its_accuracy_on_the_real_test_set(shared_datasets):
+    extractor = get_extractor("mnist")
+    assert "mnist" in shipped_extractors() and extractor.input_shape == (1, 28, 28)
+    assert extractor.info["dataset"] == "mnist" and extractor.info["test_accuracy"] >= 0.993
+    data = genlab.data.load("mnist", root=shared_datasets)
+    x, y = data.split("test").tensors()
+    assert len(y) == 10_000
+    # the recorded accuracy is what the file delivers on MNIST's official test set
+    assert classifier_accuracy(extractor, x, y) == pytest.approx(extractor.info["test_accuracy"], abs=1e-9)
+    # and genlab eval picks it for MNIST runs by the dataset's name
+    from genlab.metrics.report import default_extractor
+
+    assert default_extractor(data.spec) == "mnist"
