@@ -77,9 +77,10 @@ def _model_help(args: argparse.Namespace, train_actions: dict[str, argparse.Acti
     except GenlabError as exc:
         return str(exc)
     data = args.data or "digits"
+    built = None
     try:  # the defaults of some families depend on the data (e.g. GANs on vectors train longer)
-        model = genlab.create(entry.name, data=genlab.data.load(data, **_data_options(args)), **parse_assignments(args.set))
-        defaults, where = model.train_defaults, f"{entry.name} on {data}"
+        built = genlab.create(entry.name, data=genlab.data.load(data, **_data_options(args)), **parse_assignments(args.set))
+        defaults, where = built.training_defaults(), f"{entry.name} on {data}"
     except GenlabError as exc:
         defaults = entry.model_class.train_defaults if isinstance(entry.model_class.train_defaults, dict) else {}
         where = f"{entry.name} (not built on {data}: {exc})"
@@ -91,9 +92,16 @@ def _model_help(args: argparse.Namespace, train_actions: dict[str, argparse.Acti
     for f, text in zip(dataclasses.fields(entry.config_class), entry.config_class.field_docs().values()):
         value = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
         head = f"  {f.name}={_word(value)}"
+        used = getattr(built.config, f.name) if built is not None else value
+        if used != value:  # a default the model resolved for this data and machine (e.g. the size preset's)
+            head += f" ({_word(used)})"
         line = f"{head:<34} {text}".rstrip() if text else head
         lines.append(line if len(line) <= width else line[: width - 3] + "...")
     lines += ["", f"the training options above show the defaults of {where}"]
+    if built is not None and "preset" in entry.config_class.field_names():
+        from genlab.nn.presets import auto_preset_reason
+
+        lines += [f"values in brackets are what the defaults resolved to on {data}; preset {auto_preset_reason()}"]
     return "\n".join(lines)
 
 

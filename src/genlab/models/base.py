@@ -107,6 +107,10 @@ class GenerativeModel(nn.Module):
     # training options this family does well with (e.g. more steps for diffusion); `fit` uses them
     # where the caller gave none, so `genlab train NAME` works well without flags
     train_defaults: ClassVar[dict[str, Any]] = {}
+    # what replaces train_defaults' entries for a model whose networks the "cpu" size preset sized
+    # (images of side >= 16, `genlab.nn.presets`): a default run of the CPU networks on MNIST-size
+    # images fits in minutes on a laptop (README, "Images at real size")
+    cpu_train_defaults: ClassVar[dict[str, Any]] = {}
     # whether `initialize` runs once per model, remembered in a buffer (see `initialize_from_data`)
     initializes_once: ClassVar[bool] = False
     # K, the number of classes `sample(n, cond=labels)` takes labels in [0, K) of; None for a model
@@ -121,6 +125,14 @@ class GenerativeModel(nn.Module):
             self.register_buffer("initialized_from_data", torch.zeros((), dtype=torch.uint8))
 
     # -- training ---------------------------------------------------------------------
+    def training_defaults(self) -> dict[str, Any]:
+        """The training options `fit` uses where the caller gave none: `train_defaults`, updated by
+        `cpu_train_defaults` when the "cpu" size preset sized this model's networks."""
+        from genlab.nn.builders import is_large_image
+
+        sized_for_cpu = getattr(self.config, "preset", None) == "cpu" and is_large_image(self.spec)
+        return {**self.train_defaults, **self.cpu_train_defaults} if sized_for_cpu else dict(self.train_defaults)
+
     def loss(self, batch: Batch) -> Loss:
         """The objective on a batch (a Loss with total and named terms)."""
         raise NotImplementedError

@@ -165,8 +165,8 @@ class Upsample(nn.Module):
 class ConvEncoder(nn.Module):
     """Image (B, C, H, W) -> vector (B, out_dim).
 
-    stem 3x3 conv -> per level: `blocks_per_level` residual blocks, then a stride-2 3x3 conv to
-    the next level's width (sides follow `resolution_plan`) -> norm, act, flatten, linear.
+    stem 3x3 conv -> per level: `blocks_per_level` residual blocks (none: an activation), then a
+    stride-2 3x3 conv to the next level's width (sides follow `resolution_plan`) -> norm, act, flatten, linear.
     channels: widths from full resolution down; see `level_widths`.
 
     >>> import torch
@@ -192,7 +192,7 @@ class ConvEncoder(nn.Module):
         widths = level_widths(channels, len(self.plan))
         layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
         for level, (size, c) in enumerate(zip(self.plan, widths)):
-            layers += [ResidualBlock(c, activation=activation, norm=norm) for _ in range(blocks_per_level)]
+            layers += level_body(c, blocks_per_level, activation, norm)
             if level + 1 < len(self.plan):
                 next_size = self.plan[level + 1]
                 stride = tuple(1 if n == s else 2 for s, n in zip(size, next_size))
@@ -240,7 +240,7 @@ class ConvDecoder(nn.Module):
         first_h, first_w = self.plan[0]
         layers: list[nn.Module] = [nn.Linear(in_dim, widths[0] * first_h * first_w), nn.Unflatten(1, (widths[0], first_h, first_w))]
         for level, (size, c) in enumerate(zip(self.plan, widths)):
-            layers += [ResidualBlock(c, activation=activation, norm=norm) for _ in range(blocks_per_level)]
+            layers += level_body(c, blocks_per_level, activation, norm)
             if level + 1 < len(self.plan):
                 layers.append(Upsample(c, widths[level + 1], size, self.plan[level + 1], mode=upsample))
         layers += [conv_norm(widths[-1], norm), get_activation(activation), nn.Conv2d(widths[-1], out_channels, 3, padding=1)]
@@ -248,6 +248,15 @@ class ConvDecoder(nn.Module):
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z)  # (B, in_dim) -> (B, C, H, W)
+
+
+def level_body(channels: int, blocks: int, activation: str = "silu", norm: str = "group") -> list[nn.Module]:
+    """What a level of a conv encoder or decoder runs at its resolution: `blocks` residual blocks, or
+    with none a bare activation, so that the convolutions between levels do not compose to one
+    linear map."""
+    if blocks == 0:
+        return [get_activation(activation)]
+    return [ResidualBlock(channels, activation=activation, norm=norm) for _ in range(blocks)]
 
 
 def _image_shape(shape: Sequence[int]) -> tuple[int, int, int]:

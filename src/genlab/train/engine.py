@@ -24,6 +24,7 @@ from genlab.data.dataset import Batch, Dataset
 from genlab.errors import ArgumentTypeError, ConfigError, DataError, GenlabError, RunError, RunNotFoundError, TrainingError, TrainingWarning
 from genlab.files import atomic_write, remove_stale_temporaries
 from genlab.models.base import GenerativeModel, Loss, StepContext
+from genlab.nn.presets import saved_config_values
 from genlab.train import distributed
 from genlab.train.checkpoint import load_state, save_torch, save_weights, save_yaml
 from genlab.train.config import TrainConfig
@@ -265,7 +266,8 @@ class _Engine:
     def _load_checkpoint(self) -> None:
         assert self.paths is not None
         saved = read_run_config(self.out)
-        if saved["model"] != self.model.name or saved["model_config"] != self.model.config.to_dict():
+        same_config = saved["model"] == self.model.name and saved_config_values(type(self.model.config), saved["model_config"]) == self.model.config.to_dict()
+        if not same_config:
             raise RunError(
                 f"cannot resume '{self.out}': it trained {saved['model']} with {saved['model_config']}, "
                 f"not {self.model.name} with {self.model.config.to_dict()}; resume with the run's own model, or choose another --out"
@@ -353,7 +355,7 @@ class _Engine:
     def _stop_diverged(self, what: str) -> None:
         """Stop a run whose numbers went non-finite, naming the last good checkpoint (one whose model
         gave finite losses; see `_checkpoint_problem`) and a recovery that works from it."""
-        lr = _recovery_lr(self.cfg.lr, {**TrainConfig().to_dict(), **self.model.train_defaults}["lr"])
+        lr = _recovery_lr(self.cfg.lr, {**TrainConfig().to_dict(), **self.model.training_defaults()}["lr"])
         if self.last_checkpoint:
             where = f"last good checkpoint: {self.last_checkpoint[1]} (step {self.last_checkpoint[0]})"
             fix = (f"Resume from it with a smaller learning rate and gradient clipping: genlab train {self.model.name} "
@@ -681,7 +683,7 @@ def fit(
     **options: Any,
 ) -> Run:
     """Train `model` on `data`'s train split with the options of `TrainConfig` as keywords;
-    options not given come from the resumed run's config, then `model.train_defaults`, then
+    options not given come from the resumed run's config, then `model.training_defaults()`, then
     TrainConfig's defaults.
 
     out: run directory (config, weights, checkpoints, metrics, pictures); None keeps it in memory.
@@ -698,7 +700,7 @@ def fit(
     if resume and out is not None and RunPaths(Path(out)).config.is_file():
         saved = read_run_config(out)["train"]  # a resumed run keeps its options unless told otherwise
         _check_resume_options(saved, options)
-    cfg = TrainConfig.from_dict({**model.train_defaults, **saved, **options})
+    cfg = TrainConfig.from_dict({**model.training_defaults(), **saved, **options})
     engine = _Engine(model, data, cfg, None if out is None else Path(out), resume)
     return engine.run()
 

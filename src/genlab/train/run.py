@@ -22,6 +22,7 @@ import yaml
 
 from genlab.errors import DataError, RunError, RunNotFoundError
 from genlab.files import read_jsonl
+from genlab.nn.presets import saved_config_values
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,10 +158,11 @@ def resume_settings(run_dir: str | Path, model: str) -> tuple[dict[str, Any], di
     from genlab import registry
 
     cfg = read_run_config(run_dir)
-    wanted, trained = registry.get(model).name, registry.get(cfg["model"]).name
+    entry = registry.get(model)
+    wanted, trained = entry.name, registry.get(cfg["model"]).name
     if wanted != trained:
         raise RunError(f"cannot resume '{run_dir}' as {wanted}: it trained {trained}; use `genlab train {trained} --out {run_dir} --resume`, or choose another --out")
-    return cfg["model_config"], cfg["data"]
+    return saved_config_values(entry.config_class, cfg["model_config"]), cfg["data"]
 
 
 def load_model(run_dir: str | Path, *, ema: bool = True, device: str | torch.device | None = None):
@@ -176,7 +178,7 @@ def load_model(run_dir: str | Path, *, ema: bool = True, device: str | torch.dev
         spec = DataSpec.from_dict(cfg["data_spec"])
     except (KeyError, TypeError, ValueError) as exc:
         raise RunError(f"{paths.config}: its data_spec is damaged ({exc}); restore it from a copy of the run or retrain") from None
-    model = entry.model_class(entry.config_class.from_dict(cfg["model_config"]), spec)
+    model = entry.model_class(entry.config_class.from_dict(saved_config_values(entry.config_class, cfg["model_config"])), spec)
     weights = paths.ema_weights if ema and paths.ema_weights.is_file() else paths.weights
     if not weights.is_file():
         raise RunNotFoundError(f"run '{run_dir}' has no weights yet ({weights.name} missing); it may still be starting")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -36,7 +37,9 @@ from genlab.errors import ConfigError
 from genlab.models.autoregressive.conditioning import ClassConditionalMixin, one_hot
 from genlab.models.autoregressive.outputs import make_output
 from genlab.models.base import GenerativeModel, Loss
+from genlab.nn.builders import is_large_image
 from genlab.nn.masked import GatedPixelCNNLayer, MaskedConv2d
+from genlab.nn.presets import SIZE_PRESETS, size_config
 from genlab.registry import register
 
 IMAGE_OUTPUTS = ("categorical", "logistic_mixture")
@@ -60,25 +63,49 @@ class PixelCNNConfig(Config):
     class_conditional: condition on the data's labels: a learned vector per class added to every
         layer's pre-activations (van den Oord et al. 2016b, eq. 4). `log_prob(x)` is then
         log sum_y p(y) p(x|y), p(y) the training labels' frequencies.
+    preset: "auto", "cpu" or "paper": the network's size on images of side >= 16
+        (`genlab.nn.presets`); channels, blocks, head_channels and output left None take the preset's
+        (`size_presets`). "cpu" halves the widths and predicts a logistic mixture in place of a
+        softmax over 256 levels, whose output layer would cost more than the rest of the network.
     """
 
-    channels: int = 64
-    blocks: int = 6
+    # the network of each size preset; "paper" keeps the sizes measured on digits
+    size_presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "cpu": {"channels": 32, "blocks": 5, "head_channels": 32, "output": "logistic_mixture"},
+        "paper": {"channels": 64, "blocks": 6, "head_channels": 128, "output": "categorical"},
+    }
+
+    preset: str = "auto"
+    channels: int | None = None
+    blocks: int | None = None
     kernel_size: int = 3
     first_kernel_size: int = 7
-    head_channels: int = 128
-    output: str = "categorical"
+    head_channels: int | None = None
+    output: str | None = None
     components: int = 5
     dropout: float = 0.2
     class_conditional: bool = False
 
     def validate(self) -> None:
-        self._positive("channels", "blocks", "kernel_size", "first_kernel_size", "head_channels", "components")
-        self._choice("output", IMAGE_OUTPUTS)
+        self._choice("preset", SIZE_PRESETS)
+        sized = [f for f in ("channels", "blocks", "head_channels") if getattr(self, f) is not None]
+        self._positive(*sized, "kernel_size", "first_kernel_size", "components")
+        if self.output is not None:
+            self._choice("output", IMAGE_OUTPUTS)
         self._in_range("dropout", 0.0, 0.99)
         for field in ("kernel_size", "first_kernel_size"):
             if getattr(self, field) % 2 != 1:
                 raise ConfigError(f"{type(self).__name__}.{field}={getattr(self, field)} must be odd, so a pixel is the kernel's centre")
+
+    def sized(self, spec: DataSpec) -> "PixelCNNConfig":
+        """This config with the preset resolved and the fields it sizes filled in for `spec`; the
+        preset's widths are rounded up to a multiple of 2 C for C colours (the masks split them)."""
+        multiple = 2 * spec.shape[0] if len(spec.shape) == 3 else 2
+        presets = {
+            name: {k: -(-v // multiple) * multiple if k in ("channels", "head_channels") else v for k, v in values.items()}
+            for name, values in self.size_presets.items()
+        }
+        return size_config(self, presets, sized_data=is_large_image(spec))
 
 
 @dataclasses.dataclass
@@ -86,8 +113,10 @@ class GatedPixelCNNConfig(PixelCNNConfig):
     """Configuration of the gated PixelCNN: as PixelCNNConfig, with `blocks` the number of gated layers
     after the first and `channels` the width p of each stack (each layer holds about 21 p^2 weights)."""
 
-    channels: int = 32
-    blocks: int = 6
+    size_presets: ClassVar[dict[str, dict[str, Any]]] = {
+        "cpu": {"channels": 16, "blocks": 5, "head_channels": 32, "output": "logistic_mixture"},
+        "paper": {"channels": 32, "blocks": 6, "head_channels": 128, "output": "categorical"},
+    }
 
 
 class _PixelCNNBase(ClassConditionalMixin, GenerativeModel):
@@ -211,8 +240,10 @@ class PixelCNN(_PixelCNNBase):
     # ema_decay 0.99: the engine's 0.999 averages over ~1,000 steps, half of this short run, so the
     # average still holds the early, poor weights (README, "Why these defaults")
     train_defaults = {"max_steps": 2000, "lr": 1e-3, "batch_size": 64, "ema_decay": 0.99}
+    cpu_train_defaults = {"max_steps": 1800}
 
     def __init__(self, config: PixelCNNConfig, spec: DataSpec) -> None:
+        config = config.sized(spec)
         super().__init__(config, spec)
         c, width = self.colours, config.channels
         self.first = MaskedConv2d(c, width, config.first_kernel_size, mask_type="A", groups=c)
@@ -262,6 +293,7 @@ class GatedPixelCNN(_PixelCNNBase):
     train_defaults = {"max_steps": 2000, "lr": 1e-3, "batch_size": 64, "ema_decay": 0.99}  # see PixelCNN
 
     def __init__(self, config: GatedPixelCNNConfig, spec: DataSpec) -> None:
+        config = config.sized(spec)
         super().__init__(config, spec)
         c, width = self.colours, config.channels
         self.layers = nn.ModuleList(

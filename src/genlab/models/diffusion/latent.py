@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from genlab.data.dataset import DataSpec
 from genlab.errors import ConfigError, GenlabError
 from genlab.models.diffusion.model import DiffusionConfig, DiffusionModel
+from genlab.nn.presets import saved_config_values
 from genlab.registry import register
 
 __all__ = ["LatentDiffusionConfig", "LatentDiffusionModel"]
@@ -212,7 +213,8 @@ def _build(record: dict[str, Any]) -> nn.Module:
     from genlab import registry
 
     entry = registry.get(record["model"])
-    return entry.model_class(entry.config_class.from_dict(record["model_config"]), DataSpec.from_dict(record["data_spec"]))
+    values = saved_config_values(entry.config_class, record["model_config"])
+    return entry.model_class(entry.config_class.from_dict(values), DataSpec.from_dict(record["data_spec"]))
 
 
 def _load_autoencoder(config: LatentDiffusionConfig) -> tuple[nn.Module, dict[str, Any]]:

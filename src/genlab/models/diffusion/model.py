@@ -30,8 +30,9 @@ from genlab.models.base import GenerativeModel, LikelihoodMeasure, Loss, Traject
 from genlab.models.diffusion.objectives import PREDICTIONS, WEIGHTINGS, DenoisingLoss, EDMPreconditioning, ddpm_vlb
 from genlab.models.diffusion.samplers import SAMPLERS, SampleResult, get_sampler, ode_log_likelihood
 from genlab.models.diffusion.schedules import SCHEDULES, DiscreteSchedule, NoiseSchedule, get_schedule, schedule_parameters
-from genlab.nn.builders import resolve_net
+from genlab.nn.builders import CONV_MIN_SIDE, resolve_net
 from genlab.nn.dit import DIT_PRESETS, DiT
+from genlab.nn.presets import SIZE_PRESETS, resolve_size_preset
 from genlab.nn.standardize import Standardizer
 from genlab.nn.time_mlp import TimeConditionedMLP
 from genlab.nn.unet import UNET_PRESETS, UNet
@@ -56,6 +57,25 @@ def _image_shape(name: str, spec: DataSpec) -> tuple[int, int, int]:
     return spec.shape
 
 
+def network_preset(preset: str, net: str, spec: DataSpec) -> str:
+    """The network preset that `preset` names for a `net` ("unet", "dit", "mlp") on `spec`.
+
+    A size preset word (`genlab.nn.presets`) picks by the image's larger side: "cpu" takes the UNet
+    "small" below 16 pixels and "cpu" from 16 on, the DiT "tiny"; "paper" takes "small" to 8, "mnist"
+    to 28, "ddpm-cifar10" above, and the DiT "tiny" below 16, "DiT-S/2" from 16 on. Other words are
+    network preset names and stand. An MLP has no presets: the word stands ("cpu" or "paper").
+    """
+    word = resolve_size_preset(preset)
+    if word not in ("cpu", "paper") or net == "mlp" or len(spec.shape) != 3:
+        return word  # a network name, or no network presets (the builder names what is wrong)
+    side = max(spec.shape[1:])
+    if net == "dit":
+        return "tiny" if word == "cpu" or side < CONV_MIN_SIDE else "DiT-S/2"
+    if word == "cpu":
+        return "small" if side < CONV_MIN_SIDE else "cpu"
+    return "small" if side <= 8 else "mnist" if side <= 28 else "ddpm-cifar10"
+
+
 @_network("mlp")
 def _mlp_network(config: "DiffusionConfig", spec: DataSpec, num_classes: int | None) -> nn.Module:
     """A time-conditioned MLP over the flattened sample, for vectors and tables (and tiny images)."""
@@ -65,11 +85,12 @@ def _mlp_network(config: "DiffusionConfig", spec: DataSpec, num_classes: int | N
 
 @_network("unet")
 def _unet_network(config: "DiffusionConfig", spec: DataSpec, num_classes: int | None) -> nn.Module:
-    """The UNet of `config.preset` ("auto": by the image's side: small to 8, mnist to 28, else ddpm-cifar10)."""
+    """The UNet of `config.preset`, a name of UNET_PRESETS (a size preset word is resolved first by
+    `network_preset`)."""
     channels, height, width = _image_shape("unet", spec)
-    preset = config.preset if config.preset != "auto" else ("small" if max(height, width) <= 8 else "mnist" if max(height, width) <= 28 else "ddpm-cifar10")
+    preset = network_preset(config.preset, "unet", spec)
     if preset not in UNET_PRESETS:
-        raise ConfigError(f"preset={preset!r} is not a UNet preset; choose one of {', '.join(UNET_PRESETS)}")
+        raise ConfigError(f"preset={preset!r} is not a UNet preset; choose one of {', '.join((*SIZE_PRESETS, *UNET_PRESETS))}")
     overrides: dict[str, Any] = {"image_size": (height, width) if height != width else height, "num_classes": num_classes}
     if config.dropout is not None:
         overrides["dropout"] = config.dropout
@@ -78,14 +99,20 @@ def _unet_network(config: "DiffusionConfig", spec: DataSpec, num_classes: int | 
 
 @_network("dit")
 def _dit_network(config: "DiffusionConfig", spec: DataSpec, num_classes: int | None) -> nn.Module:
-    """The DiT of `config.preset` ("auto": tiny), on square images."""
+    """The DiT of `config.preset`, a name of DIT_PRESETS (a size preset word is resolved first by
+    `network_preset`), on square images."""
     channels, height, width = _image_shape("dit", spec)
-    preset = config.preset if config.preset != "auto" else "tiny"
+    preset = network_preset(config.preset, "dit", spec)
     if preset not in DIT_PRESETS:
-        raise ConfigError(f"preset={preset!r} is not a DiT preset; choose one of {', '.join(DIT_PRESETS)}")
+        raise ConfigError(f"preset={preset!r} is not a DiT preset; choose one of {', '.join((*SIZE_PRESETS, *DIT_PRESETS))}")
     overrides: dict[str, Any] = {"num_classes": num_classes}
     if config.patch_size is not None:
         overrides["patch_size"] = config.patch_size
+    else:  # the preset's patch, or the largest smaller one that tiles the image (25x25: 1)
+        patch = DIT_PRESETS[preset]["patch_size"] if preset in DIT_PRESETS else 1
+        while height % patch or width % patch:
+            patch -= 1
+        overrides["patch_size"] = patch
     if height != width:
         raise ConfigError(f"the DiT takes square images; data {spec.name!r} is {height}x{width}; use net='unet'")
     return DiT.from_preset(preset, input_size=height, in_channels=channels, **overrides)
@@ -108,9 +135,10 @@ class DiffusionConfig(Config):
     weighting: the loss weighting over noise levels ("simple", "snr", "min_snr", "edm", "ncsn");
         see `objectives.loss_weight`.
     net: "auto" (UNet for images, MLP otherwise), "unet", "dit" or "mlp".
-    preset: the UNet or DiT preset (`genlab.nn.UNET_PRESETS`, `DIT_PRESETS`); "auto" picks "small"
-        for 8x8 images, "mnist" up to 28x28 and "ddpm-cifar10" above (UNet), "tiny" (DiT).
-    patch_size: DiT only: the patch side (the preset's name carries it otherwise).
+    preset: a size preset, "auto", "cpu" or "paper" (`genlab.nn.presets`), resolved by the image's
+        side to a network preset (`network_preset`), or a UNet or DiT preset by name
+        (`genlab.nn.UNET_PRESETS`, `DIT_PRESETS`).
+    patch_size: DiT only: the patch side (None: the preset's, or the largest smaller one that tiles the image).
     hidden, embedding_dim: the MLP's widths and noise-level embedding size (vectors).
     dropout: UNet dropout (None: the preset's).
     sampler: default sampler of `sample`, a name of `samplers.SAMPLERS`, or "auto": DPM-Solver++(2M)
@@ -192,6 +220,7 @@ class DiffusionModel(GenerativeModel, Standardizer):
     config: DiffusionConfig
     # sized for the small presets on small data (digits, the 2D toys) trained on a CPU
     train_defaults = {"max_steps": 4000, "lr": 1e-3, "lr_schedule": "cosine", "warmup_steps": 100, "ema_decay": 0.999}
+    cpu_train_defaults = {"max_steps": 1800, "batch_size": 64}
 
     def __init__(self, config: DiffusionConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
@@ -216,10 +245,13 @@ class DiffusionModel(GenerativeModel, Standardizer):
 
     # -- parts -------------------------------------------------------------------------------
     def _build_network(self, config: DiffusionConfig, spec: DataSpec) -> nn.Module:
+        """The network for `spec` (the space the diffusion runs in); records the network preset it
+        took in self.config, so the run rebuilds the same network wherever it is loaded."""
         net = config.net
         if net == "auto":
             net = "unet" if resolve_net(spec, "auto") == "conv" or (spec.kind == "image" and len(spec.shape) == 3) else "mlp"
-        return NETWORKS[net](config, spec, self.num_classes)
+        self.config = dataclasses.replace(self.config, preset=network_preset(config.preset, net, spec))
+        return NETWORKS[net](self.config, spec, self.num_classes)
 
     def initialize(self, train, generator: torch.Generator) -> None:
         """Vectors and tables: standardise each dimension with the training split's mean and std

@@ -25,6 +25,8 @@ from genlab.data.dataset import DataSpec
 from genlab.errors import ConfigError
 from genlab.models.flows.base import Bijection, Compose, FlowConfig, FlowModel
 from genlab.models.flows.layers import ActNorm, InvertibleConv1x1, Permutation, Squeeze, coupling_layer, multi_scale
+from genlab.nn.builders import is_large_image
+from genlab.nn.presets import SIZE_PRESETS, size_config
 from genlab.registry import register
 
 COUPLINGS = ("affine", "additive")
@@ -38,6 +40,10 @@ TRAIN_DEFAULTS = {
     "image": {"max_steps": 2000, "batch_size": 128, "lr": 1e-3, "lr_schedule": "cosine", "grad_clip": 10.0, "ema_decay": 0.99},
     "vector": {"max_steps": 5000, "batch_size": 256, "lr": 1e-3, "lr_schedule": "cosine", "grad_clip": 10.0, "ema_decay": 0.99},
 }
+# the image networks of each size preset (genlab.nn.presets): "paper" keeps the sizes measured on
+# digits; "cpu" halves the conditioners' width on images of side >= 16
+REALNVP_PRESETS = {"cpu": {"couplings_per_scale": 3, "channels": 16, "blocks": 1}, "paper": {"couplings_per_scale": 3, "channels": 32, "blocks": 1}}
+GLOW_PRESETS = {"cpu": {"steps": 4, "channels": 16, "blocks": 1}, "paper": {"steps": 6, "channels": 32, "blocks": 1}}
 # conditioner dropout when the config leaves it None: against the overfitting of small image sets;
 # the toys have data enough not to need it
 IMAGE_DROPOUT = 0.1
@@ -56,13 +62,27 @@ def _dropout(config, spec: DataSpec) -> float:
     return IMAGE_DROPOUT if spec.kind == "image" else 0.0
 
 
-def _check_scales(spec: DataSpec, scales: int, model: str) -> None:
+def _check_scales(spec: DataSpec, squeezes: int, model: str, scales: int) -> None:
     _, h, w = spec.shape
-    if h % 2**scales or w % 2**scales:
+    if h % 2**squeezes or w % 2**squeezes:
+        if h % 2 or w % 2:
+            fix = f"resize the images to sides that 2^{squeezes} divides, e.g. --data-option resize={h - h % 2**squeezes}"
+        else:
+            fix = "set scales to at most the number of times 2 divides them"
         raise ConfigError(
-            f"{model} with scales={scales} squeezes {scales} times and needs height and width divisible by "
-            f"{2**scales}; data {spec.name!r} is {h}x{w}: set scales to at most the number of times 2 divides them"
+            f"{model} with scales={scales} squeezes {squeezes} times and needs height and width divisible by "
+            f"{2**squeezes}; data {spec.name!r} is {h}x{w}: {fix}"
         )
+
+
+def _most_scales(spec: DataSpec, wanted: int) -> int:
+    """RealNVP's scales for an image: `wanted`, or fewer where the sides cannot be halved wanted - 1
+    times (an odd side: one scale of checkerboard couplings, no squeeze)."""
+    _, h, w = spec.shape
+    scales = 1
+    while scales < wanted and h % 2**scales == 0 and w % 2**scales == 0:
+        scales += 1
+    return scales
 
 
 @dataclasses.dataclass
@@ -75,10 +95,13 @@ class RealNVPConfig(FlowConfig):
     mask: vectors: "alternating" (even entries, then odd) or "half" (first half, then second).
     permutation: vectors: "none" (the masks alternate instead), "reverse" or "random" between couplings
         (with a permutation every coupling uses the same mask; the permutation mixes).
-    scales: images: the number of scales (squeezes); height and width must be divisible by 2^scales.
+    scales: images: the number of scales; each but the last ends in a squeeze, so height and width
+        must be divisible by 2^(scales - 1); None: 2 where the sides allow it, else 1 (odd sides).
     couplings_per_scale: images: checkerboard couplings, then (after the squeeze) channel couplings,
         per scale; the last scale has couplings_per_scale + 1 checkerboard couplings.
     channels: images: width of the residual conv conditioners; blocks: their residual blocks.
+    preset: "auto", "cpu" or "paper": the size of the image networks (`genlab.nn.presets`; images of
+        side >= 16): couplings_per_scale, channels and blocks left None take the preset's.
     coupling: "affine" (RealNVP) or "additive" (NICE, volume preserving).
     scale: bound of the affine scale: "tanh" (log s = 3 tanh(h / 3)) or "sigmoid" (Glow's).
     actnorm: an ActNorm before each coupling (data-initialised; in place of RealNVP's batch norm).
@@ -90,10 +113,11 @@ class RealNVPConfig(FlowConfig):
     hidden: tuple[int, ...] = (128, 128)
     mask: str = "alternating"
     permutation: str = "none"
-    scales: int = 2
-    couplings_per_scale: int = 3
-    channels: int = 32
-    blocks: int = 1
+    scales: int | None = None
+    preset: str = "auto"
+    couplings_per_scale: int | None = None
+    channels: int | None = None
+    blocks: int | None = None
     coupling: str = "affine"
     scale: str = "tanh"
     actnorm: bool = True
@@ -101,8 +125,10 @@ class RealNVPConfig(FlowConfig):
 
     def validate(self) -> None:
         super().validate()
-        self._positive("couplings", "scales", "couplings_per_scale", "channels")
-        self._positive("blocks", allow_zero=True)
+        self._choice("preset", SIZE_PRESETS)
+        self._positive("couplings", *(f for f in ("scales", "couplings_per_scale", "channels") if getattr(self, f) is not None))
+        if self.blocks is not None:
+            self._positive("blocks", allow_zero=True)
         if self.dropout is not None:
             self._in_range("dropout", 0.0, 0.9)
         self._choice("mask", ("alternating", "half"))
@@ -129,15 +155,19 @@ class RealNVP(FlowModel):
     """
 
     config: RealNVPConfig
+    cpu_train_defaults = {"max_steps": 900}
 
     @property
     def train_defaults(self) -> dict:  # type: ignore[override]
         return TRAIN_DEFAULTS["image" if self.spec.kind == "image" else "vector"]
 
     def __init__(self, config: RealNVPConfig, spec: DataSpec) -> None:
+        config = size_config(config, REALNVP_PRESETS, sized_data=is_large_image(spec))
+        if config.scales is None:
+            config = dataclasses.replace(config, scales=_most_scales(spec, 2) if spec.kind == "image" and len(spec.shape) == 3 else 2)
         super().__init__(config, spec)
         if spec.kind == "image":
-            _check_scales(spec, config.scales, "realnvp")
+            _check_scales(spec, config.scales - 1, "realnvp", config.scales)
             self.transform = multi_scale(spec.shape, config.scales, self._scale_block)
             self.latent_shape = (spec.dim,)
         else:
@@ -190,6 +220,8 @@ class GlowConfig(FlowConfig):
     steps: flow steps (ActNorm -> 1x1 conv -> coupling) per scale on images; in all on vectors.
     scales: images: the number of scales L (squeezes); height and width must be divisible by 2^L.
     channels: images: width of the conv conditioners; blocks: their residual blocks.
+    preset: "auto", "cpu" or "paper": the size of the image networks (`genlab.nn.presets`; images of
+        side >= 16): steps, channels and blocks left None take the preset's.
     hidden: vectors: MLP widths of each conditioner.
     permutation: "lu" (the invertible 1x1 convolution, LU-parameterised), or Glow's baselines
         "reverse" and "random" (fixed channel permutations).
@@ -203,10 +235,11 @@ class GlowConfig(FlowConfig):
         None: 0.1 on images, 0 on vectors.
     """
 
-    steps: int = 6
+    preset: str = "auto"
+    steps: int | None = None
     scales: int = 2
-    channels: int = 32
-    blocks: int = 1
+    channels: int | None = None
+    blocks: int | None = None
     hidden: tuple[int, ...] = (128, 128)
     permutation: str = "lu"
     coupling: str = "affine"
@@ -216,8 +249,10 @@ class GlowConfig(FlowConfig):
 
     def validate(self) -> None:
         super().validate()
-        self._positive("steps", "scales", "channels")
-        self._positive("blocks", allow_zero=True)
+        self._choice("preset", SIZE_PRESETS)
+        self._positive("scales", *(f for f in ("steps", "channels") if getattr(self, f) is not None))
+        if self.blocks is not None:
+            self._positive("blocks", allow_zero=True)
         if self.dropout is not None:
             self._in_range("dropout", 0.0, 0.9)
         self._choice("permutation", ("lu", "reverse", "random"))
@@ -246,9 +281,10 @@ class Glow(FlowModel):
         return TRAIN_DEFAULTS["image" if self.spec.kind == "image" else "vector"]
 
     def __init__(self, config: GlowConfig, spec: DataSpec) -> None:
+        config = size_config(config, GLOW_PRESETS, sized_data=is_large_image(spec))
         super().__init__(config, spec)
         if spec.kind == "image":
-            _check_scales(spec, config.scales, "glow")
+            _check_scales(spec, config.scales, "glow", config.scales)
             self.transform = multi_scale(spec.shape, config.scales, self._scale_block)
             self.latent_shape = (spec.dim,)
         else:

@@ -65,12 +65,16 @@ from genlab.models.gan.nets import (
     apply_spectral_norm,
     auto_network_kind,
 )
+from genlab.nn.builders import is_large_image
 from genlab.nn.distributions import sample_standard_normal
 from genlab.nn.frozen import frozen
+from genlab.nn.presets import SIZE_PRESETS, size_config
 from genlab.nn.standardize import Standardizer
 from genlab.registry import register
 
 OPTIMIZERS = ("adam", "rmsprop")
+# the convolutional nets of each size preset (genlab.nn.presets), for images of side >= 16
+GAN_PRESETS = {"cpu": {"channels": (16, 32, 64)}, "paper": {"channels": (64, 128)}}
 DISCRIMINATOR_NORMS = ("auto", "batch", "layer", "none")
 GENERATOR_NORMS = ("batch", "none")
 SPECTRAL_NORMS = ("none", "discriminator", "both")
@@ -114,7 +118,9 @@ class GANConfig(Config):
     latent_dim: size of z ~ N(0, I); None: 64 for images, the data's dimension for vectors and
         tables (as Gulrajani et al.'s toy experiments).
     hidden: MLP widths of both nets.
-    channels: convolution widths of D from full resolution down; G uses them reversed.
+    preset: "auto", "cpu" or "paper", the size of the convolutional nets on images of side >= 16
+        (`genlab.nn.presets`): "cpu" widths (16, 32, 64), "paper" (64, 128).
+    channels: convolution widths of D from full resolution down; G uses them reversed (None: the preset's).
     generator_norm: dcgan G: "batch" (DCGAN) or "none".
     discriminator_norm: dcgan and mlp D: "batch", "layer" (GroupNorm with one group), "none", or
         "auto": batch for dcgan unless a penalty on D is per sample (wasserstein-gp's gradient
@@ -154,7 +160,8 @@ class GANConfig(Config):
     architecture: str = "mlp"
     latent_dim: int | None = None
     hidden: tuple[int, ...] = (256, 256, 256)
-    channels: tuple[int, ...] = (64, 128)
+    preset: str = "auto"
+    channels: tuple[int, ...] | None = None
     generator_norm: str = "batch"
     discriminator_norm: str = "auto"
     spectral_norm: str = "none"
@@ -181,6 +188,7 @@ class GANConfig(Config):
         self._choice("discriminator_norm", DISCRIMINATOR_NORMS)
         self._choice("spectral_norm", SPECTRAL_NORMS)
         self._choice("optimizer", OPTIMIZERS)
+        self._choice("preset", SIZE_PRESETS)
         self._positive("weight_clip", "embedding_dim", "n_critic", "grow_steps")
         self._positive("drift_weight", "r1_gamma", "instance_noise", "instance_noise_steps", "minibatch_discrimination", allow_zero=True)
         for field in ("lr_generator", "lr_discriminator", "truncation", "gp_weight", "latent_dim"):
@@ -192,7 +200,7 @@ class GANConfig(Config):
         self.betas = tuple(float(v) for v in self.betas)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"GANConfig.betas={self.betas!r} must be two numbers in [0, 1), e.g. (0.5, 0.999)")
-        for field in ("hidden", "channels"):
+        for field in ("hidden", "channels") if self.channels is not None else ("hidden",):
             widths = tuple(getattr(self, field))
             if not widths or any(not isinstance(w, int) or w <= 0 for w in widths):
                 raise ConfigError(f"GANConfig.{field}={widths!r} must be positive integer widths, e.g. (64, 128)")
@@ -241,11 +249,13 @@ class GAN(GenerativeModel, Standardizer):
     config: GANConfig
     has_custom_step = True
     train_defaults: dict[str, Any] = {"max_steps": 5000, "batch_size": 128, "lr": 2e-4, "ema_decay": 0.999}
+    cpu_train_defaults: dict[str, Any] = {"max_steps": 2000}
     # vectors and tables (MLP nets) replace these: small nets on low-dimensional data take a larger
     # learning rate and need more steps to resolve every mode of a mixture
     vector_train_defaults: dict[str, Any] = {"max_steps": 20000, "batch_size": 256, "lr": 1e-3}
 
     def __init__(self, config: GANConfig, spec: DataSpec) -> None:
+        config = size_config(config, GAN_PRESETS, sized_data=is_large_image(spec))
         super().__init__(config, spec)
         self.architecture = self._resolve_architecture()
         self.network = NETWORK_KINDS[self.architecture]
@@ -674,6 +684,7 @@ class WGANGP(GAN):
     `max_steps` counts critic iterations and G takes only one step in n_critic."""
 
     train_defaults = {**GAN.train_defaults, "lr": 1e-4, "max_steps": 15000}
+    cpu_train_defaults = {"max_steps": 2500}
 
 
 @dataclasses.dataclass

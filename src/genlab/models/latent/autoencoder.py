@@ -42,7 +42,7 @@ from genlab.models.base import GenerativeModel, Loss
 from genlab.models.gan.losses import LOSS_REGISTRY, build_loss
 from genlab.models.gan.nets import Discriminator, DiscriminatorHead, MLPDiscriminatorTrunk
 from genlab.models.latent.em import GaussianMixture
-from genlab.nn.builders import NETS, build_decoder, build_encoder
+from genlab.nn.builders import NETS, ConvNetConfig, build_decoder, build_encoder
 from genlab.nn.distributions import at_least_float32, bernoulli_log_likelihood, decoder_mean, sample_standard_normal
 from genlab.nn.frozen import frozen
 from genlab.registry import register
@@ -69,7 +69,7 @@ _ENCODE_CHUNK = 1024
 
 
 @dataclasses.dataclass
-class AEConfig(Config):
+class AEConfig(ConvNetConfig):
     """Configuration of the autoencoder.
 
     latent_dim: size D of the code z = f(x).
@@ -78,7 +78,6 @@ class AEConfig(Config):
         bernoulli for images with a finite value range, mse otherwise.
     net: "auto" (conv for images of side >= 16, MLP otherwise), "mlp" or "conv".
     hidden: MLP widths of the encoder; the decoder uses them reversed.
-    channels: conv widths of the encoder from full resolution down; the decoder uses them reversed.
     latent_density: the density fitted to the training codes after training, which `sample` draws
         from: "gmm", a mixture of latent_components full-covariance Gaussians fitted by EM, or
         "gaussian", one full-covariance Gaussian (the mixture with K = 1).
@@ -91,22 +90,21 @@ class AEConfig(Config):
     reconstruction: str = "auto"
     net: str = "auto"
     hidden: tuple[int, ...] = (256, 256)
-    channels: tuple[int, ...] = (32, 64)
     latent_density: str = "gmm"
     latent_components: int = 10
     latent_reg_covar: float = 1e-3
 
     def validate(self) -> None:
+        super().validate()
         self._positive("latent_dim", "latent_components")
         self._positive("latent_reg_covar", allow_zero=True)
         self._choice("reconstruction", RECONSTRUCTIONS)
         self._choice("net", NETS)
         self._choice("latent_density", self.latent_densities())
-        for field in ("hidden", "channels"):
-            widths = tuple(getattr(self, field))
-            if not widths or any(not isinstance(w, int) or w <= 0 for w in widths):
-                raise ConfigError(f"{type(self).__name__}.{field}={widths!r} must be one or more positive integer widths, e.g. (32, 64)")
-            setattr(self, field, widths)
+        widths = tuple(self.hidden)
+        if not widths or any(not isinstance(w, int) or w <= 0 for w in widths):
+            raise ConfigError(f"{type(self).__name__}.hidden={widths!r} must be one or more positive integer widths, e.g. (256, 256)")
+        self.hidden = widths
 
     @classmethod
     def latent_densities(cls) -> tuple[str, ...]:
@@ -162,6 +160,7 @@ class Autoencoder(Reconstructs, GenerativeModel):
     train_defaults = {"max_steps": 3000, "lr": 2e-3, "lr_schedule": "cosine", "ema_decay": 0.0}
 
     def __init__(self, config: AEConfig, spec: DataSpec) -> None:
+        config = config.sized(spec)
         super().__init__(config, spec)
         low, high = spec.value_range
         finite = math.isfinite(low) and math.isfinite(high) and high > low
@@ -175,8 +174,8 @@ class Autoencoder(Reconstructs, GenerativeModel):
             )
         self.reconstruction = reconstruction
         d = config.latent_dim
-        self.encoder = build_encoder(spec, d, net=config.net, hidden=config.hidden, channels=config.channels)
-        self.decoder = build_decoder(d, spec, net=config.net, hidden=config.hidden[::-1], channels=config.channels[::-1])
+        self.encoder = build_encoder(spec, d, net=config.net, hidden=config.hidden, **config.conv_options())
+        self.decoder = build_decoder(d, spec, net=config.net, hidden=config.hidden[::-1], **config.decoder_conv_options())
         # "gaussian" is the mixture with one component (and so is the unused density of a WAE's "prior")
         components = config.latent_components if config.latent_density == "gmm" else 1
         self.latent_density = GaussianMixture(components, d)

@@ -189,12 +189,14 @@ class DiscreteVAE(VAE):
     # ema_decay 0: as for the autoencoders, averaged encoder and decoder weights stop pairing up
     # (README, "Why these defaults")
     train_defaults = {"max_steps": 6000, "lr": 2e-3, "lr_schedule": "cosine", "ema_decay": 0.0}
+    cpu_train_defaults = {"max_steps": 2500}
 
     def __init__(self, config: DVAEConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
         n, k = config.latent_dim, config.categories
-        self.encoder = build_encoder(spec, n * k, net=config.net, hidden=config.hidden, channels=config.channels)
-        self.decoder = build_decoder(n * k, spec, net=config.net, hidden=config.hidden[::-1], channels=config.channels[::-1])
+        sized = self.config  # with the preset's conv sizes (VAE.__init__)
+        self.encoder = build_encoder(spec, n * k, net=config.net, hidden=config.hidden, **sized.conv_options())
+        self.decoder = build_decoder(n * k, spec, net=config.net, hidden=config.hidden[::-1], **sized.decoder_conv_options())
         self.register_buffer("anneal_step", torch.zeros((), dtype=torch.long))
         self.code_grid = code_grid(n)
         if config.prior != "uniform":

@@ -32,7 +32,7 @@ from genlab.models.base import GenerativeModel, Loss
 from genlab.models.flows.autoregressive import MaskedAutoregressiveTransform
 from genlab.models.flows.base import Bijection, Compose
 from genlab.models.flows.layers import Permutation
-from genlab.nn.builders import NETS, build_decoder, build_encoder
+from genlab.nn.builders import NETS, ConvNetConfig, build_decoder, build_encoder
 from genlab.nn.distributions import (
     DiagonalGaussian,
     bernoulli_log_likelihood,
@@ -57,7 +57,7 @@ _LOGVAR_RANGE = (-30.0, 20.0)
 _ROWS_PER_PASS = 1024
 
 @dataclasses.dataclass
-class VAEConfig(Config):
+class VAEConfig(ConvNetConfig):
     """Configuration of the VAE.
 
     latent_dim: size D of the latent z.
@@ -71,7 +71,6 @@ class VAEConfig(Config):
         learn one log-scale per data dimension.
     net: "auto" (conv for images, MLP otherwise), "mlp" or "conv".
     hidden: MLP widths of the encoder; the decoder uses them reversed.
-    channels: conv widths of the encoder from full resolution down; the decoder uses them reversed.
     prior: p(z): "vamp", the VampPrior p(z) = 1/K sum_k q(z|u_k) over K learned pseudo-inputs u_k
         (Tomczak & Welling 2018), "standard", N(0, I) with the KL in closed form, or "flow", a learned
         flow p(z) = N(f(z); 0, I) |det df/dz| (`FlowPrior`: prior_flow_transforms MAF layers, starting
@@ -103,13 +102,13 @@ class VAEConfig(Config):
     prior_flow_hidden: tuple[int, ...] = (64, 64)
     net: str = "auto"
     hidden: tuple[int, ...] = (256, 256)
-    channels: tuple[int, ...] = (32, 64)
     iw_samples: int = 64
     dequantize: bool = True
     objective: str = "elbo"
     train_samples: int = 5
 
     def validate(self) -> None:
+        super().validate()
         self._positive("latent_dim", "iw_samples", "prior_components", "train_samples", "prior_flow_transforms")
         self._choice("objective", OBJECTIVES)
         if self.objective == "iwae" and self.beta != 1.0:
@@ -128,13 +127,11 @@ class VAEConfig(Config):
                     f"(likelihood={self.likelihood!r}); drop it or set likelihood='gaussian'"
                 )
             self._positive("decoder_std")
-        for field in ("hidden", "channels", "prior_flow_hidden"):
+        for field in ("hidden", "prior_flow_hidden"):
             widths = tuple(getattr(self, field))
             if any(not isinstance(w, int) or w <= 0 for w in widths):
                 raise ConfigError(f"VAEConfig.{field}={widths!r} must be positive integer widths, e.g. (32, 64)")
             setattr(self, field, widths)
-        if not self.channels:
-            raise ConfigError("VAEConfig.channels=() must list at least one width, e.g. (32, 64)")
 
 class FlowPrior(nn.Module):
     """A learned prior over z (B, D) by a normalizing flow f: z -> u with base N(0, I):
@@ -206,8 +203,10 @@ class VAE(GenerativeModel):
     config: VAEConfig
     # max_steps: FID still falls at the end of shorter runs at this rate (the README's VAE row)
     train_defaults = {"max_steps": 6000, "lr": 2e-3, "lr_schedule": "cosine"}
+    cpu_train_defaults = {"max_steps": 2500}
 
     def __init__(self, config: VAEConfig, spec: DataSpec) -> None:
+        config = config.sized(spec)
         super().__init__(config, spec)
         low, high = spec.value_range
         if config.likelihood == "bernoulli" and not (math.isfinite(low) and math.isfinite(high) and high > low):
@@ -216,8 +215,8 @@ class VAE(GenerativeModel):
                 f"value_range {spec.value_range}; use likelihood='gaussian'"
             )
         d = config.latent_dim
-        self.encoder = build_encoder(spec, 2 * d, net=config.net, hidden=config.hidden, channels=config.channels)
-        self.decoder = build_decoder(d, spec, net=config.net, hidden=config.hidden[::-1], channels=config.channels[::-1])
+        self.encoder = build_encoder(spec, 2 * d, net=config.net, hidden=config.hidden, **config.conv_options())
+        self.decoder = build_decoder(d, spec, net=config.net, hidden=config.hidden[::-1], **config.decoder_conv_options())
         if config.likelihood == "gaussian" and config.decoder_std is None:
             # unconstrained; mapped by `observation_log_scale`, which starts at sigma ~ 1
             self.decoder_log_scale = nn.Parameter(torch.zeros(spec.shape))

@@ -36,8 +36,9 @@ from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, LikelihoodMeasure, Loss
 from genlab.models.latent.autoencoder import Reconstructs
 from genlab.nn.activations import get_activation
-from genlab.nn.conv import ResidualBlock, Upsample, conv_norm
+from genlab.nn.conv import Upsample, conv_norm, level_body
 from genlab.nn.builders import NETS, build_decoder, build_encoder, resolve_net
+from genlab.nn.presets import SIZE_PRESETS, size_config
 from genlab.nn.distributions import bernoulli_log_likelihood
 from genlab.registry import register
 
@@ -213,14 +214,15 @@ def grid_sides(height: int, width: int, downsamples: int) -> list[tuple[int, int
 
 
 class GridEncoder(nn.Module):
-    """Image (B, C, H, W) -> grid (B, D, h, w): a 3x3 stem, a residual block per level with a stride-2
-    convolution between levels, then norm, activation and a 1x1 convolution to D channels."""
+    """Image (B, C, H, W) -> grid (B, D, h, w): a 3x3 stem, `blocks` residual blocks per level (none:
+    an activation) with a stride-2 convolution between levels, then norm, activation and a 1x1
+    convolution to D channels."""
 
-    def __init__(self, in_channels: int, code_dim: int, channels: tuple[int, ...], activation: str = "silu") -> None:
+    def __init__(self, in_channels: int, code_dim: int, channels: tuple[int, ...], activation: str = "silu", *, blocks: int = 1) -> None:
         super().__init__()
         layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 3, padding=1)]
         for level, width in enumerate(channels):
-            layers.append(ResidualBlock(width, activation=activation))
+            layers += level_body(width, blocks, activation)
             if level + 1 < len(channels):
                 layers.append(nn.Conv2d(width, channels[level + 1], 3, stride=2, padding=1))
         layers += [conv_norm(channels[-1]), get_activation(activation), nn.Conv2d(channels[-1], code_dim, 1)]
@@ -231,17 +233,19 @@ class GridEncoder(nn.Module):
 
 
 class GridDecoder(nn.Module):
-    """Grid (B, D, h, w) -> image (B, C, H, W), the encoder's mirror: a 1x1 convolution, a residual
-    block per level with an `Upsample` to the next larger side, then norm, activation, 3x3 conv."""
+    """Grid (B, D, h, w) -> image (B, C, H, W), the encoder's mirror: a 1x1 convolution, `blocks`
+    residual blocks per level (none: an activation) with an `Upsample` (`upsample` mode) to the next
+    larger side, then norm, activation, 3x3 conv."""
 
-    def __init__(self, code_dim: int, out_channels: int, channels: tuple[int, ...], sides: list[tuple[int, int]], activation: str = "silu") -> None:
+    def __init__(self, code_dim: int, out_channels: int, channels: tuple[int, ...], sides: list[tuple[int, int]], activation: str = "silu",
+                 *, blocks: int = 1, upsample: str = "nearest") -> None:  # fmt: skip
         super().__init__()
         widths, sides = channels[::-1], sides[::-1]  # smallest level first
         layers: list[nn.Module] = [nn.Conv2d(code_dim, widths[0], 1)]
         for level, width in enumerate(widths):
-            layers.append(ResidualBlock(width, activation=activation))
+            layers += level_body(width, blocks, activation)
             if level + 1 < len(widths):
-                layers.append(Upsample(width, widths[level + 1], sides[level], sides[level + 1]))
+                layers.append(Upsample(width, widths[level + 1], sides[level], sides[level + 1], mode=upsample))
         layers += [conv_norm(widths[-1]), get_activation(activation), nn.Conv2d(widths[-1], out_channels, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
@@ -270,7 +274,8 @@ def code_pixelcnn(num_codes: int, side: tuple[int, int], channels: int, blocks: 
 
     spec = DataSpec("codes", kind="image", shape=(1, *side), value_range=(0.0, float(num_codes - 1)), levels=num_codes)
     # a 3x3 first layer: each 3x3 block widens the view by a row, and a 7x7 one costs ~1.6x on a 4x4 grid
-    config = PixelCNNConfig(channels=channels, blocks=blocks, kernel_size=3, first_kernel_size=3, head_channels=channels)
+    # codes have no order, so a softmax over them whatever the size preset
+    config = PixelCNNConfig(channels=channels, blocks=blocks, kernel_size=3, first_kernel_size=3, head_channels=channels, output="categorical")
     return CodePixelCNN(config, spec)
 
 
@@ -336,6 +341,11 @@ class VQVAEConfig(Config):
         the h x w x D grid, reshaped: no spatial locality, but ~10x cheaper on tiny images), or
         "auto": conv for images of side >= 16, mlp below (as `genlab.nn.builders.resolve_net`).
     channels: conv widths, full resolution first, one per level (downsamples + 1 of them).
+    preset: "auto", "cpu" or "paper": the size of the conv networks on images of side >= 16
+        (`genlab.nn.presets`); downsamples, channels and prior_channels left None take the preset's:
+        "cpu" codes a 28x28 image as a 7x7 grid through widths (16, 32, 64) without residual blocks
+        (transposed-convolution upsampling), "paper" as 14x14 through (32, 64) with a residual block per level.
+    blocks_per_level: residual blocks at each resolution of the conv nets (None: the preset's).
     hidden: MLP widths of the encoder (net="mlp"); the decoder uses them reversed.
     commitment_cost: beta, the weight of |z_e - sg[e]|^2 (0.25 in the paper).
     codebook_update: "ema" (moving averages, their appendix A.1) or "loss" (the codebook term
@@ -353,9 +363,11 @@ class VQVAEConfig(Config):
 
     num_codes: int = 32
     code_dim: int = 16
-    downsamples: int = 1
+    preset: str = "auto"
+    downsamples: int | None = None
     net: str = "auto"
-    channels: tuple[int, ...] = (32, 64)
+    channels: tuple[int, ...] | None = None
+    blocks_per_level: int | None = None
     hidden: tuple[int, ...] = (256, 256)
     commitment_cost: float = 0.25
     codebook_update: str = "ema"
@@ -364,12 +376,14 @@ class VQVAEConfig(Config):
     restart_after: int = 100
     reconstruction: str = "auto"
     prior: str = "pixelcnn"
-    prior_channels: int = 64
+    prior_channels: int | None = None
     prior_blocks: int = 2
 
     def validate(self) -> None:
-        self._positive("num_codes", "code_dim", "prior_channels", "prior_blocks")
-        self._positive("downsamples", "restart_after", "commitment_cost", "ema_epsilon", allow_zero=True)
+        self._choice("preset", SIZE_PRESETS)
+        self._positive("num_codes", "code_dim", "prior_blocks", *(["prior_channels"] if self.prior_channels is not None else []))
+        optional = [f for f in ("downsamples", "blocks_per_level") if getattr(self, f) is not None]
+        self._positive("restart_after", "commitment_cost", "ema_epsilon", *optional, allow_zero=True)
         self._in_range("ema_decay", 0.0, 0.99999)
         self._choice("codebook_update", CODEBOOK_UPDATES)
         self._choice("reconstruction", RECONSTRUCTIONS)
@@ -380,8 +394,10 @@ class VQVAEConfig(Config):
             raise ConfigError(f"VQVAEConfig.hidden={self.hidden!r} must be one or more positive integer widths, e.g. (256, 256)")
         if self.num_codes < 2:
             raise ConfigError(f"VQVAEConfig.num_codes={self.num_codes} must be >= 2")
-        if self.prior == "pixelcnn" and self.prior_channels % 2:
+        if self.prior == "pixelcnn" and self.prior_channels is not None and self.prior_channels % 2:
             raise ConfigError(f"VQVAEConfig.prior_channels={self.prior_channels} must be even (the PixelCNN halves it in its blocks)")
+        if self.channels is None or self.downsamples is None:
+            return  # sized by the preset (`sized`)
         widths = tuple(self.channels)
         if len(widths) != self.downsamples + 1 or any(not isinstance(w, int) or w <= 0 for w in widths):
             raise ConfigError(
@@ -389,6 +405,13 @@ class VQVAEConfig(Config):
                 "one per resolution, e.g. (32, 64) for downsamples=1"
             )
         self.channels = widths
+
+
+# the networks of each size preset (genlab.nn.presets); "paper" keeps the sizes measured on digits
+VQVAE_PRESETS = {
+    "cpu": {"downsamples": 2, "channels": (16, 32, 64), "blocks_per_level": 0, "prior_channels": 32},
+    "paper": {"downsamples": 1, "channels": (32, 64), "blocks_per_level": 1, "prior_channels": 64},
+}
 
 
 @register("vq-vae", VQVAEConfig, family="latent", summary="VQ-VAE: codebook with straight-through gradients, EMA updates and a PixelCNN prior")
@@ -417,8 +440,10 @@ class VQVAE(Reconstructs, GenerativeModel):
     # ema_decay 0: the engine's weight average would average each code's vector across its dead-code
     # restarts, and the prior's meaning of an index with it (README, "Why these defaults")
     train_defaults = {"max_steps": 5000, "lr": 2e-3, "lr_schedule": "cosine", "ema_decay": 0.0}
+    cpu_train_defaults = {"max_steps": 3500}
 
     def __init__(self, config: VQVAEConfig, spec: DataSpec) -> None:
+        config = size_config(config, VQVAE_PRESETS, sized_data=resolve_net(spec, config.net) == "conv")
         super().__init__(config, spec)
         if spec.kind != "image" or len(spec.shape) != 3:
             raise ConfigError(f"vq-vae encodes images (C, H, W) to a grid of codes; {spec.name!r} is {spec.kind} of shape {spec.shape}")
@@ -431,8 +456,9 @@ class VQVAE(Reconstructs, GenerativeModel):
         sides = grid_sides(height, width, config.downsamples)
         self.grid_side = sides[-1]
         if resolve_net(spec, config.net) == "conv":
-            self.encoder = GridEncoder(c, config.code_dim, config.channels)
-            self.decoder = GridDecoder(config.code_dim, c, config.channels, sides)
+            self.encoder = GridEncoder(c, config.code_dim, config.channels, blocks=config.blocks_per_level)
+            upsample = "transpose" if config.blocks_per_level == 0 else "nearest"
+            self.decoder = GridDecoder(config.code_dim, c, config.channels, sides, blocks=config.blocks_per_level, upsample=upsample)
         else:
             grid = (config.code_dim, *self.grid_side)
             cells = math.prod(grid)
