@@ -1,5 +1,7 @@
-"""Helpers shared by the benchmark scripts: devices, timing, peak memory, a diffusers UNet laid out
-like genlab's, tables and JSON. Benchmarks run on demand (never in the test suite); see README.md.
+"""Helpers shared by the benchmark scripts: devices, timing, peak memory, FLOP counts and the device's
+matmul peak, the diffusers networks laid out like genlab's (UNet, DiT), the two libraries' diffusion
+training and DDIM sampling behind one interface, tables and JSON. Benchmarks run on demand (the test
+suite runs only `gpu.py --tiny`); see README.md.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from genlab.nn.unet import UNET_PRESETS, _level_sizes, norm_groups
+from genlab.data.dataset import Batch, DataSpec
+from genlab.models.diffusion.model import DiffusionConfig, DiffusionModel
+from genlab.nn.dit import DIT_PRESETS
+from genlab.nn.unet import UNET_PRESETS, UNet, _level_sizes, norm_groups
 
 MIB = 2**20
 
@@ -194,12 +200,14 @@ def attention_levels(kwargs: dict[str, Any]) -> list[int]:
     return [level for level, side in enumerate(sides) if side in kwargs["attention_resolutions"]]
 
 
-def diffusers_status() -> tuple[bool, str]:
-    """(importable, version or the reason it is not)."""
+def diffusers_status(classes: Sequence[str] = ("UNet2DModel", "DDPMScheduler", "DDIMScheduler")) -> tuple[bool, str]:
+    """(importable with these classes, version or the reason it is not)."""
     try:
         import diffusers
-        from diffusers import DDIMScheduler, DDPMScheduler, UNet2DModel  # noqa: F401  (the classes the scripts use)
-    except Exception as error:  # ImportError, or a broken install raising something else
+
+        for name in classes:
+            getattr(diffusers, name)  # diffusers imports its classes lazily: a missing one fails here
+    except Exception as error:  # ImportError, AttributeError, or a broken install raising something else
         return False, f"{type(error).__name__}: {error}"
     return True, diffusers.__version__
 
@@ -231,6 +239,30 @@ def diffusers_unet_like(kwargs: dict[str, Any], channels: int) -> nn.Module:
     )
 
 
+def diffusers_dit_like(preset: str, *, input_size: int, channels: int, num_classes: int) -> nn.Module:
+    """A diffusers DiTTransformer2DModel with the DIT_PRESETS entry's patch size, width, depth and heads
+    (MLP ratio 4 in both), class-conditional on num_classes labels (plus the "no label" row), output
+    channels = input channels (as genlab's DiffusionModel builds its DiT). Built from a config: nothing is
+    downloaded. Each of diffusers' blocks has its own timestep MLP and label table (its AdaLayerNormZero),
+    where the paper's DiT (and genlab's) has one for the network, so diffusers has more parameters; it
+    runs that timestep MLP depth + 1 times instead of once, under 0.1% more FLOPs on 32x32x4 latents."""
+    from diffusers import DiTTransformer2DModel
+
+    if preset not in DIT_PRESETS:
+        raise SystemExit(f"unknown DiT preset {preset!r}; choose one of {', '.join(DIT_PRESETS)}")
+    fields = DIT_PRESETS[preset]
+    return DiTTransformer2DModel(
+        num_attention_heads=fields["num_heads"],
+        attention_head_dim=fields["hidden_size"] // fields["num_heads"],
+        in_channels=channels,
+        out_channels=channels,
+        num_layers=fields["depth"],
+        sample_size=input_size,
+        patch_size=fields["patch_size"],
+        num_embeds_ada_norm=num_classes,
+    )
+
+
 def check_parameter_match(genlab_count: int, diffusers_count: int, tolerance: float = 0.05) -> str:
     """A line stating both counts and whether they agree within `tolerance`."""
     gap = diffusers_count / genlab_count - 1.0
@@ -239,6 +271,266 @@ def check_parameter_match(genlab_count: int, diffusers_count: int, tolerance: fl
         f"parameters: genlab {genlab_count:,}, diffusers {diffusers_count:,} "
         f"({gap:+.2%}, {verdict} {tolerance:.0%})"
     )
+
+
+# -- the two libraries' diffusion training and sampling behind one interface ----------------------------
+class GenlabBench:
+    """genlab's DiffusionModel (ddpm defaults: linear schedule, 1000 steps, eps prediction) around a
+    network; subclasses build the model. `loss(x)` is `DiffusionModel.loss` (labels drawn at random for a
+    class-conditional model, 10% of them replaced by the "no label" token, genlab's default), `sample`
+    its DDIM, `forward(x)` one call of the bare network (for FLOP counts)."""
+
+    name = "genlab"
+    model: DiffusionModel
+    num_classes: int | None = None
+
+    @property
+    def network(self) -> nn.Module:
+        return self.model.net
+
+    def compile(self, **options: Any) -> None:
+        self.model.net = torch.compile(self.model.net, **options)
+
+    def compile_blocks(self, **options: Any) -> None:
+        """torch.compile each transformer block in place (regional compilation: the blocks share one
+        compiled graph, so the compile costs one block whatever the depth)."""
+        for block in self.model.net.blocks:
+            block.compile(**options)
+
+    def to_channels_last(self) -> None:
+        self.model.to(memory_format=torch.channels_last)
+
+    def _labels(self, batch: int, device: torch.device) -> Tensor | None:
+        return None if self.num_classes is None else torch.randint(0, self.num_classes, (batch,), device=device)
+
+    def loss(self, x: Tensor) -> Tensor:
+        return self.model.loss(Batch(x, self._labels(x.shape[0], x.device))).total
+
+    def sample(self, n: int, steps: int, generator: torch.Generator) -> tuple[Tensor, int]:
+        result = self.model.generate(n, generator=generator, sampler="ddim", steps=steps)
+        return result.x, result.nfe
+
+    def forward(self, x: Tensor) -> Tensor:
+        noise_level = 1000.0 * torch.rand(x.shape[0], device=x.device)
+        return self.model.net(x, noise_level, self._labels(x.shape[0], x.device))
+
+
+class GenlabUNetBench(GenlabBench):
+    """genlab's DiffusionModel whose network is the UNet of `kwargs` (a preset moved to the benchmark's
+    image size, `unet_kwargs`)."""
+
+    def __init__(self, kwargs: dict[str, Any], channels: int, device: torch.device) -> None:
+        class Model(DiffusionModel):
+            def _build_network(self, config: DiffusionConfig, spec: DataSpec) -> nn.Module:
+                return UNet(**kwargs, in_channels=channels, out_channels=channels)
+
+        size = kwargs["image_size"]
+        spec = DataSpec("random-images", kind="image", shape=(channels, size, size), value_range=(0.0, 1.0), levels=256)
+        self.model = Model(DiffusionConfig(), spec).to(device)
+
+
+class GenlabDiTBench(GenlabBench):
+    """genlab's class-conditional DiffusionModel with net="dit" and a DIT_PRESETS preset on
+    channels x input_size x input_size latents (`genlab.create("ddpm", net="dit", preset=...,
+    class_conditional=True)` on such data)."""
+
+    def __init__(self, preset: str, *, input_size: int, channels: int, num_classes: int, device: torch.device) -> None:
+        spec = DataSpec("random-latents", kind="image", shape=(channels, input_size, input_size), value_range=(0.0, 1.0), num_classes=num_classes)
+        self.num_classes = num_classes
+        self.model = DiffusionModel(DiffusionConfig(net="dit", preset=preset, class_conditional=True), spec).to(device)
+
+
+class DiffusersBench:
+    """A diffusers network trained with DDPMScheduler (linear betas, 1000 steps, eps prediction: the
+    loss of genlab's ddpm written with `add_noise` and an MSE) and sampled with DDIMScheduler;
+    subclasses build the network and say how to call it."""
+
+    name = "diffusers"
+    num_classes: int | None = None
+
+    def __init__(self, network: nn.Module, shape: tuple[int, int, int], device: torch.device) -> None:
+        from diffusers import DDIMScheduler, DDPMScheduler
+
+        self.module = network.to(device)
+        self.net: nn.Module = self.module  # the compiled wrapper once compiled
+        self.shape, self.device = shape, device
+        self.train_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon")
+        # "trailing": steps from t = 999 down, the grid genlab's DDIM uses (Lin et al. 2024)
+        self.ddim = DDIMScheduler.from_config(self.train_scheduler.config, timestep_spacing="trailing")
+
+    @property
+    def network(self) -> nn.Module:
+        return self.module
+
+    def compile(self, **options: Any) -> None:
+        self.net = torch.compile(self.module, **options)
+
+    def to_channels_last(self) -> None:
+        self.module.to(memory_format=torch.channels_last)
+
+    def predict(self, net: nn.Module, x_t: Tensor, t: Tensor) -> Tensor:
+        """The network's eps prediction at x_t (B, C, H, W) and integer steps t (B,)."""
+        raise NotImplementedError
+
+    def loss(self, x: Tensor) -> Tensor:
+        x0 = 2.0 * x - 1.0  # [0, 1] -> [-1, 1]
+        t = torch.randint(0, self.train_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
+        noise = torch.randn_like(x0)
+        x_t = self.train_scheduler.add_noise(x0, noise, t)
+        return F.mse_loss(self.predict(self.net, x_t, t).float(), noise)
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int, generator: torch.Generator) -> tuple[Tensor, int]:
+        self.ddim.set_timesteps(steps)
+        x = torch.randn((n, *self.shape), generator=generator).to(self.device)
+        for t in self.ddim.timesteps:
+            eps = self.predict(self.net, x, torch.full((n,), int(t), device=self.device))
+            x = self.ddim.step(eps, t, x).prev_sample
+        return x, len(self.ddim.timesteps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.predict(self.module, x, torch.randint(0, 1000, (x.shape[0],), device=x.device))
+
+
+class DiffusersUNetBench(DiffusersBench):
+    """diffusers' UNet2DModel laid out like genlab's UNet (`diffusers_unet_like`)."""
+
+    def __init__(self, kwargs: dict[str, Any], channels: int, device: torch.device) -> None:
+        size = kwargs["image_size"]
+        super().__init__(diffusers_unet_like(kwargs, channels), (channels, size, size), device)
+
+    def predict(self, net: nn.Module, x_t: Tensor, t: Tensor) -> Tensor:
+        return net(x_t, t).sample
+
+
+class DiffusersDiTBench(DiffusersBench):
+    """diffusers' DiTTransformer2DModel of a DIT_PRESETS preset (`diffusers_dit_like`), class-conditional:
+    labels drawn at random, 10% of them dropped to the "no label" row by diffusers itself in training."""
+
+    def __init__(self, preset: str, *, input_size: int, channels: int, num_classes: int, device: torch.device) -> None:
+        network = diffusers_dit_like(preset, input_size=input_size, channels=channels, num_classes=num_classes)
+        super().__init__(network, (channels, input_size, input_size), device)
+        self.num_classes = num_classes
+
+    def compile_blocks(self, **options: Any) -> None:
+        """torch.compile each transformer block in place (as `GenlabBench.compile_blocks`)."""
+        for block in self.module.transformer_blocks:
+            block.compile(**options)
+
+    def predict(self, net: nn.Module, x_t: Tensor, t: Tensor) -> Tensor:
+        labels = torch.randint(0, self.num_classes, (x_t.shape[0],), device=x_t.device)
+        return net(x_t, timestep=t, class_labels=labels).sample
+
+
+UNET_BENCHES = {"genlab": GenlabUNetBench, "diffusers": DiffusersUNetBench}
+DIT_BENCHES = {"genlab": GenlabDiTBench, "diffusers": DiffusersDiTBench}
+
+
+def measure_training(
+    bench: GenlabBench | DiffusersBench,
+    precision: str,
+    *,
+    shape: Sequence[int],
+    lr: float,
+    warmup: int,
+    steps: int,
+    device: torch.device,
+    meter: MemoryMeter,
+    channels_last: bool = False,
+) -> dict[str, Any]:
+    """Images/s and peak memory of one training step on random inputs in [0, 1] of `shape` (B, C, H, W):
+    the loss under `autocast(precision)`, its backward, an AdamW step and zeroing the gradients. `warmup`
+    untimed steps (compilation, allocator growth), then the median wall time of `steps` timed ones."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.rand(*shape, device=device).contiguous(memory_format=memory_format)
+    bench.network.train()
+    optimizer = torch.optim.AdamW(bench.network.parameters(), lr=lr)
+
+    def train_step() -> None:
+        with autocast(device, precision):
+            loss = bench.loss(x)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    warmup_seconds = timed(lambda: [train_step() for _ in range(warmup)], device)  # compilation included
+    with meter.phase():
+        step_seconds = [timed(train_step, device) for _ in range(steps)]
+    return {
+        "train_images_per_s": shape[0] / median(step_seconds), "train_step_s": step_seconds,
+        "train_warmup_s": warmup_seconds, "train_peak_mib": meter.peak_mib,
+    }  # fmt: skip
+
+
+def measure_sampling(
+    bench: GenlabBench | DiffusersBench,
+    precision: str,
+    *,
+    n: int,
+    steps: int,
+    repeats: int,
+    seed: int,
+    device: torch.device,
+    meter: MemoryMeter,
+) -> dict[str, Any]:
+    """Images/s and peak memory of DDIM sampling (eta = 0) of n images with `steps` steps, in eval mode:
+    an untimed 2-step run (compiles the network at this batch size in eval mode), then the median wall
+    time of `repeats` timed runs."""
+    bench.network.eval()
+    generator = torch.Generator().manual_seed(seed)
+    nfe = 0
+
+    def sample(steps: int) -> None:
+        nonlocal nfe
+        with autocast(device, precision):
+            _, nfe = bench.sample(n, steps, generator)
+
+    sample(2)
+    with meter.phase():
+        sample_seconds = [timed(lambda: sample(steps), device) for _ in range(repeats)]
+    return {"sample_images_per_s": n / median(sample_seconds), "sample_run_s": sample_seconds, "sample_nfe": nfe, "sample_peak_mib": meter.peak_mib}
+
+
+# -- FLOPs and the device's peak -----------------------------------------------------------------------
+def _sdpa_flops(query_shape, key_shape, value_shape, *args: Any, out_shape=None, **kwargs: Any) -> int:
+    from torch.utils.flop_counter import sdpa_flop_count
+
+    return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of fn() as torch.utils.flop_counter.FlopCounterMode counts them: 2 per multiply-add of every
+    matrix product, convolution and attention (Q K^T and its product with V); elementwise operations,
+    norms and softmax count nothing (the usual convention of MFU). Run without gradients. On the CPU,
+    torch's own attention kernel is not in FlopCounterMode's table, so it is added here."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    custom = {}
+    cpu_attention = getattr(torch.ops.aten, "_scaled_dot_product_flash_attention_for_cpu", None)
+    if cpu_attention is not None:
+        custom[cpu_attention] = _sdpa_flops
+    counter = FlopCounterMode(display=False, custom_mapping=custom)
+    with counter, torch.no_grad():
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_peak(device: torch.device, *, size: int, iterations: int, repeats: int = 5, dtype: torch.dtype = torch.bfloat16) -> dict[str, Any]:
+    """The device's attainable matmul rate: `size` x `size` products in `dtype`, 2 size^3 FLOPs each,
+    timed as `repeats` runs of `iterations` back-to-back products (after 3 untimed ones); the fastest
+    run counts. Returns {"flops_per_s", "size", "dtype", "seconds_per_matmul"}."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(size, size, device=device, dtype=dtype, generator=generator)
+    out = torch.empty(size, size, device=device, dtype=dtype)
+
+    def run(count: int) -> None:
+        for _ in range(count):
+            torch.mm(a, b, out=out)
+
+    run(3)
+    best = min(timed(lambda: run(iterations), device) for _ in range(repeats)) / iterations
+    return {"flops_per_s": 2 * size**3 / best, "size": size, "dtype": str(dtype), "seconds_per_matmul": best}
 
 
 # -- output ----------------------------------------------------------------------------------------
@@ -263,13 +555,14 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def write_json(path: str | os.PathLike | None, payload: dict[str, Any]) -> None:
+def write_json(path: str | os.PathLike | None, payload: dict[str, Any], *, quiet: bool = False) -> None:
     if path is None:
         return
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_jsonable(payload), indent=2, allow_nan=False) + "\n")
-    print(f"wrote {path}")
+    if not quiet:
+        print(f"wrote {path}")
 
 
 def _jsonable(value: Any) -> Any:

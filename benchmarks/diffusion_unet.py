@@ -36,111 +36,27 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (  # noqa: E402
+    UNET_BENCHES,
     MemoryMeter,
-    autocast,
     check_parameter_match,
     count_parameters,
     diffusers_status,
     diffusers_unet_like,
     environment,
     format_table,
-    median,
+    measure_sampling,
+    measure_training,
     pick_device,
     ratio,
-    timed,
     unet_kwargs,
     write_json,
 )
 
-from genlab.data.dataset import Batch, DataSpec  # noqa: E402
-from genlab.models.diffusion.model import DiffusionConfig, DiffusionModel  # noqa: E402
 from genlab.nn.unet import UNet  # noqa: E402
-
-
-# -- the two networks behind one interface -----------------------------------------------------------
-class GenlabBench:
-    """genlab's DiffusionModel (ddpm defaults: linear schedule, 1000 steps, eps prediction) whose
-    network is the UNet of `kwargs` (a preset moved to the benchmark's image size)."""
-
-    name = "genlab"
-
-    def __init__(self, kwargs: dict[str, Any], channels: int, device: torch.device) -> None:
-        class Model(DiffusionModel):
-            def _build_network(self, config: DiffusionConfig, spec: DataSpec) -> nn.Module:
-                return UNet(**kwargs, in_channels=channels, out_channels=channels)
-
-        size = kwargs["image_size"]
-        spec = DataSpec("random-images", kind="image", shape=(channels, size, size), value_range=(0.0, 1.0), levels=256)
-        self.model = Model(DiffusionConfig(), spec).to(device)
-
-    @property
-    def network(self) -> nn.Module:
-        return self.model.net
-
-    def compile(self) -> None:
-        self.model.net = torch.compile(self.model.net)
-
-    def to_channels_last(self) -> None:
-        self.model.to(memory_format=torch.channels_last)
-
-    def loss(self, x: Tensor) -> Tensor:
-        return self.model.loss(Batch(x)).total
-
-    def sample(self, n: int, steps: int, generator: torch.Generator) -> tuple[Tensor, int]:
-        result = self.model.generate(n, generator=generator, sampler="ddim", steps=steps)
-        return result.x, result.nfe
-
-
-class DiffusersBench:
-    """diffusers' UNet2DModel laid out like genlab's UNet (`_common.diffusers_unet_like`), trained
-    with DDPMScheduler (linear betas, 1000 steps, eps prediction) and sampled with DDIMScheduler."""
-
-    name = "diffusers"
-
-    def __init__(self, kwargs: dict[str, Any], channels: int, device: torch.device) -> None:
-        from diffusers import DDIMScheduler, DDPMScheduler
-
-        self.unet = diffusers_unet_like(kwargs, channels).to(device)
-        self.net: nn.Module = self.unet
-        self.channels, self.size, self.device = channels, kwargs["image_size"], device
-        self.train_scheduler = DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", prediction_type="epsilon")
-        # "trailing": steps from t = 999 down, the grid genlab's DDIM uses (Lin et al. 2024)
-        self.ddim = DDIMScheduler.from_config(self.train_scheduler.config, timestep_spacing="trailing")
-
-    @property
-    def network(self) -> nn.Module:
-        return self.unet
-
-    def compile(self) -> None:
-        self.net = torch.compile(self.unet)
-
-    def to_channels_last(self) -> None:
-        self.unet.to(memory_format=torch.channels_last)
-
-    def loss(self, x: Tensor) -> Tensor:
-        x0 = 2.0 * x - 1.0  # [0, 1] -> [-1, 1]
-        t = torch.randint(0, self.train_scheduler.config.num_train_timesteps, (x0.shape[0],), device=x0.device)
-        noise = torch.randn_like(x0)
-        x_t = self.train_scheduler.add_noise(x0, noise, t)
-        return F.mse_loss(self.net(x_t, t).sample.float(), noise)
-
-    @torch.no_grad()
-    def sample(self, n: int, steps: int, generator: torch.Generator) -> tuple[Tensor, int]:
-        self.ddim.set_timesteps(steps)
-        x = torch.randn((n, self.channels, self.size, self.size), generator=generator).to(self.device)
-        for t in self.ddim.timesteps:
-            eps = self.net(x, torch.full((n,), int(t), device=self.device)).sample
-            x = self.ddim.step(eps, t, x).prev_sample
-        return x, len(self.ddim.timesteps)
-
-
-BENCHES = {"genlab": GenlabBench, "diffusers": DiffusersBench}
 
 
 # -- one measurement ----------------------------------------------------------------------------------
@@ -151,57 +67,18 @@ def measure(impl: str, mode: str, precision: str, args: argparse.Namespace, kwar
     meter = MemoryMeter(device)
     meter.set_baseline()
     torch.manual_seed(args.seed)
-    bench = BENCHES[impl](kwargs, args.channels, device)
+    bench = UNET_BENCHES[impl](kwargs, args.channels, device)
     if args.channels_last:
         bench.to_channels_last()
     if mode == "compiled":
         bench.compile()
-    training = measure_training(bench, precision, args, device, meter)
+    shape = (args.batch_size, args.channels, args.image_size, args.image_size)
+    training = measure_training(bench, precision, shape=shape, lr=args.lr, warmup=args.warmup, steps=args.train_steps,
+                                device=device, meter=meter, channels_last=args.channels_last)  # fmt: skip
     meter.release()  # the optimizer state and the training batch are gone
-    return {**training, **measure_sampling(bench, precision, args, device, meter)}
-
-
-def measure_training(bench, precision: str, args: argparse.Namespace, device: torch.device, meter: MemoryMeter) -> dict[str, Any]:
-    """Images/s and peak memory of forward + backward + AdamW step on random images in [0, 1]."""
-    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
-    x = torch.rand(args.batch_size, args.channels, args.image_size, args.image_size, device=device).contiguous(memory_format=memory_format)
-    bench.network.train()
-    optimizer = torch.optim.AdamW(bench.network.parameters(), lr=args.lr)
-
-    def train_step() -> None:
-        with autocast(device, precision):
-            loss = bench.loss(x)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    for _ in range(args.warmup):
-        train_step()
-    with meter.phase():
-        step_seconds = [timed(train_step, device) for _ in range(args.train_steps)]
-    return {"train_images_per_s": args.batch_size / median(step_seconds), "train_step_s": step_seconds, "train_peak_mib": meter.peak_mib}
-
-
-def measure_sampling(bench, precision: str, args: argparse.Namespace, device: torch.device, meter: MemoryMeter) -> dict[str, Any]:
-    """Images/s and peak memory of DDIM sampling with args.sample_steps steps, in eval mode."""
-    bench.network.eval()
-    generator = torch.Generator().manual_seed(args.seed)
-    nfe = 0
-
-    def sample(steps: int) -> None:
-        nonlocal nfe
-        with autocast(device, precision):
-            _, nfe = bench.sample(args.sample_batch, steps, generator)
-
-    sample(2)  # warm-up: compiles the network at this batch size in eval mode
-    with meter.phase():
-        sample_seconds = [timed(lambda: sample(args.sample_steps), device) for _ in range(args.repeats)]
-    return {
-        "sample_images_per_s": args.sample_batch / median(sample_seconds),
-        "sample_run_s": sample_seconds,
-        "sample_nfe": nfe,
-        "sample_peak_mib": meter.peak_mib,
-    }
+    sampling = measure_sampling(bench, precision, n=args.sample_batch, steps=args.sample_steps, repeats=args.repeats,
+                                seed=args.seed, device=device, meter=meter)  # fmt: skip
+    return {**training, **sampling}
 
 
 def warm_up_process(configurations: list[tuple[str, str, str]], args: argparse.Namespace, device: torch.device) -> None:
@@ -262,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     modes = [m for m in args.modes.split(",") if m]
     precisions = [p for p in args.precisions.split(",") if p]
     impls = [i for i in args.impls.split(",") if i]
-    for value, allowed in [(modes, ("eager", "compiled")), (precisions, ("fp32", "bf16")), (impls, tuple(BENCHES))]:
+    for value, allowed in [(modes, ("eager", "compiled")), (precisions, ("fp32", "bf16")), (impls, tuple(UNET_BENCHES))]:
         if not value or set(value) - set(allowed):
             raise SystemExit(f"{value} must be a comma-separated choice of {', '.join(allowed)}")
 

@@ -191,6 +191,26 @@ def test_discrete_drift_on_a_grid_time_is_the_step_ending_there():
     assert float(schedule.diffusion_squared(t)) == pytest.approx(-10 * math.log(1 - float(schedule.betas[2])), rel=1e-5)
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, F64])
+def test_discrete_grid_is_copied_once_per_device_and_dtype_with_unchanged_numbers(dtype):
+    # the grid is kept on the times' device (a per-call copy to a GPU blocks the host); the numbers
+    # must be those of the grid cast at each call, as before the copy was kept
+    schedule = DiscreteSchedule.cosine(steps=50)
+    t = torch.linspace(0.0, 1.0, 23, dtype=dtype)
+    grid = schedule._log_alpha_grid.to(dtype)  # log alpha on the grid i / N, cast as each call did before
+    position = t * 50
+    i1 = torch.ceil(torch.where((position - position.round()).abs() < 1e-3, position.round(), position)).clamp(1, 50).long()
+    expected_log_alpha = torch.lerp(grid[i1 - 1], grid[i1], position - (i1 - 1).to(dtype))
+    for _ in range(2):  # the second call reads the kept copy
+        assert torch.equal(schedule.log_alpha(t), expected_log_alpha)
+        assert torch.equal(schedule.sigma(t), torch.sqrt(0.0 - torch.expm1(2.0 * expected_log_alpha)))
+        assert torch.equal(schedule.drift(t), (grid[i1] - grid[i1 - 1]) * 50)
+    assert list(schedule._grid_copies) == [(t.device, dtype)]
+    kept = schedule._grid_copies[(t.device, dtype)]
+    schedule.alpha(t[:3])
+    assert schedule._grid_copies[(t.device, dtype)] is kept
+
 # -- times -----------------------------------------------------------------------------------------
 def test_training_times_of_discrete_schedules_are_uniform_on_the_grid():
     schedule = DiscreteSchedule.linear(steps=50)

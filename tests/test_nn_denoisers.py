@@ -164,6 +164,21 @@ def test_time_conditioned_residual_block_starts_as_its_skip_and_uses_the_embeddi
         block(x)
 
 
+@pytest.mark.parametrize("training", [False, True])
+def test_time_conditioned_residual_block_is_the_ddpm_block(training):
+    # skip(x) + conv2(dropout(act(norm2(conv1(act(norm1(x))) + proj(act(e)))))), Ho et al. 2020, app. B;
+    # written with the body's slices, as the block computed it before it unpacked them
+    torch.manual_seed(0)
+    block = perturb(ResidualBlock(8, out_channels=16, embedding_dim=6, dropout=0.3, max_groups=32, zero_init_last=True))
+    block.train(training)
+    x, e = torch.randn(2, 8, 4, 4), torch.randn(2, 6)
+    torch.manual_seed(1)
+    h = block.body[:3](x) + block.embedding_proj(e)[:, :, None, None]
+    expected = block.skip(x) + block.body[5](F.dropout(block.body[3:5](h), 0.3, training))
+    torch.manual_seed(1)
+    assert torch.equal(block(x, e), expected)
+
+
 # -- parameter counts against the papers (meta device: no memory, no time) -------------------------
 def test_ddpm_cifar10_unet_has_35_7m_parameters():
     with torch.device("meta"):

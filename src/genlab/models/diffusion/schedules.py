@@ -312,6 +312,7 @@ class DiscreteSchedule(NoiseSchedule):
         log_alpha_bar = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(torch.log1p(-betas), 0)])
         self.alpha_bar = torch.exp(log_alpha_bar)  # (N + 1,), alpha_bar[0] = 1
         self._log_alpha_grid = 0.5 * log_alpha_bar  # (N + 1,)
+        self._grid_copies: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
     @classmethod
     def linear(cls, steps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> "DiscreteSchedule":
@@ -347,9 +348,18 @@ class DiscreteSchedule(NoiseSchedule):
         i0 = i1 - 1
         return i0, i1, position - i0.to(position.dtype)
 
+    def _grid_like(self, t: Tensor) -> Tensor:
+        """log alpha on the grid (N + 1,) on t's device and in its dtype, copied there once and kept:
+        a copy from the CPU to a GPU at every call makes the host wait for the GPU's queued work (a
+        blocking copy), and the loss calls this 4 times per training step, DDIM 9 times per step."""
+        key = (t.device, t.dtype)
+        if key not in self._grid_copies:
+            self._grid_copies[key] = self._log_alpha_grid.to(device=t.device, dtype=t.dtype)
+        return self._grid_copies[key]
+
     def log_alpha(self, t: Tensor) -> Tensor:
         t = _as_time(t)
-        grid = self._log_alpha_grid.to(device=t.device, dtype=t.dtype)
+        grid = self._grid_like(t)
         i0, i1, frac = self._grid_position(t)
         return torch.lerp(grid[i0], grid[i1], frac)
 
@@ -362,7 +372,7 @@ class DiscreteSchedule(NoiseSchedule):
 
     def drift(self, t: Tensor) -> Tensor:
         t = _as_time(t)
-        grid = self._log_alpha_grid.to(device=t.device, dtype=t.dtype)
+        grid = self._grid_like(t)
         i0, i1, _ = self._grid_position(t)
         return (grid[i1] - grid[i0]) * self.discrete_steps
 
