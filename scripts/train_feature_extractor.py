@@ -25,10 +25,18 @@ from pathlib import Path
 import torch
 
 import genlab.data
+from genlab.errors import ConfigError
 from genlab.metrics.features import ClassifierFeatures, train_feature_classifier
 
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "src" / "genlab" / "metrics" / "weights"
-SHIPPED = {"digits", "mnist"}
+SHIPPED = {"digits", "mnist", "fashion_mnist", "cifar10"}
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 32,64,64, got {text!r}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--feature-dim", type=int, default=128)
     parser.add_argument("--max-shift", type=int, default=1, help="random translations of up to this many pixels")
+    parser.add_argument("--hflip", action="store_true", help="random left-right mirroring (natural images, not digits)")
+    parser.add_argument("--widths", type=_ints, default=(32, 64, 64), help="channels of each conv3x3, e.g. 32,64,64")
+    parser.add_argument("--pool-after", type=_ints, default=(1,), help="indices of the convs followed by 2x2 max pooling, e.g. 1")
+    parser.add_argument("--batch-norm", action="store_true", help="batch norm after each conv")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--threads", type=int, default=1,
@@ -72,22 +84,30 @@ def main(argv: list[str] | None = None) -> int:
     test = data.split("test").tensors() if "test" in data.split_names else None
 
     start = time.perf_counter()
-    model, accuracy = train_feature_classifier(
-        x_train,
-        y_train,
-        epochs=args.epochs,
-        seed=args.seed,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        max_shift=args.max_shift,
-        feature_dim=args.feature_dim,
-        num_classes=data.spec.num_classes,
-        val=val,
-        test=test,
-        info={"dataset": name, "source": data.source, "input_shape": list(data.spec.shape)},
-        device=args.device,
-        log=None if args.quiet else print,
-    )
+    try:
+        model, accuracy = train_feature_classifier(
+            x_train,
+            y_train,
+            epochs=args.epochs,
+            seed=args.seed,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            max_shift=args.max_shift,
+            hflip=args.hflip,
+            feature_dim=args.feature_dim,
+            widths=args.widths,
+            pool_after=args.pool_after,
+            batch_norm=args.batch_norm,
+            num_classes=data.spec.num_classes,
+            val=val,
+            test=test,
+            info={"dataset": name, "source": data.source, "input_shape": list(data.spec.shape)},
+            device=args.device,
+            log=None if args.quiet else print,
+        )
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     elapsed = time.perf_counter() - start
     print(f"{name}: test accuracy {accuracy:.4f} on {0 if test is None else len(test[1])} images ({elapsed:.1f} s)")
 

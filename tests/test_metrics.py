@@ -30,7 +30,7 @@ from genlab.metrics import (
 from genlab.metrics import kernels as kernels_module
 from genlab.nn import kernels as nn_kernels
 from genlab.metrics import manifold as manifold_module
-from genlab.metrics.features import _random_shift, classifier_accuracy
+from genlab.metrics.features import FORMAT, _random_hflip, _random_shift, classifier_accuracy
 
 
 def random_spd(d: int, rng: np.random.Generator, rank: int | None = None) -> np.ndarray:
@@ -378,6 +378,56 @@ def test_classifier_save_load_round_trip(tmp_path):
     assert loaded.name == "toy-classifier" and loaded.feature_dim == 16
 
 
+def test_classifier_options_build_a_batch_norm_stack_that_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = ClassifierFeatures(input_shape=(3, 16, 16), num_classes=4, feature_dim=8, widths=(4, 4, 8, 8), pool_after=(1, 3), batch_norm=True)
+    convs = [m for m in model.body if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [4, 4, 8, 8] and all(c.bias is None for c in convs)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.body) == 4
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.body) == 2
+    model.train()
+    model.logits(torch.rand(6, 3, 16, 16))  # moves the running statistics away from their initial values
+    path = tmp_path / "bn.safetensors"
+    model.save(path)
+    loaded = ClassifierFeatures.load(path)
+    assert loaded.config() == model.config() and loaded.config()["pool_after"] == [1, 3] and loaded.batch_norm
+    x = torch.rand(5, 3, 16, 16)
+    assert torch.equal(loaded.features(x), model.eval().features(x))  # eval mode: the saved running statistics
+    with pytest.raises(ConfigError, match="pool_after"):
+        ClassifierFeatures(input_shape=(1, 8, 8), num_classes=2, widths=(4, 4), pool_after=(2,))
+    with pytest.raises(ConfigError, match="too small for 3 poolings"):
+        ClassifierFeatures(input_shape=(1, 8, 8), num_classes=2, widths=(4, 4, 4), pool_after=(0, 1, 2))
+
+
+def test_files_from_before_the_options_load_as_the_original_design(tmp_path):
+    # the config of digits.safetensors and mnist.safetensors has no pool_after / batch_norm
+    import json
+
+    import safetensors.torch
+
+    torch.manual_seed(0)
+    model = ClassifierFeatures(input_shape=(1, 8, 8), num_classes=3, feature_dim=8, widths=(4, 8, 8))
+    assert [k for k in model.state_dict() if k.endswith("weight")] == [
+        "body.0.weight", "body.2.weight", "body.5.weight", "body.9.weight", "head.weight"
+    ]  # fmt: skip
+    old_config = {"input_shape": [1, 8, 8], "num_classes": 3, "feature_dim": 8, "widths": [4, 8, 8], "dropout": 0.3}
+    path = tmp_path / "old.safetensors"
+    safetensors.torch.save_file(model.state_dict(), str(path), metadata={"format": FORMAT, "config": json.dumps(old_config), "info": "{}"})
+    loaded = ClassifierFeatures.load(path)
+    assert loaded.pool_after == (1,) and not loaded.batch_norm
+    x = torch.rand(3, 1, 8, 8)
+    assert torch.equal(loaded.features(x), model.eval().features(x))
+
+
+def test_random_hflip_mirrors_the_drawn_half():
+    x = torch.arange(6 * 2 * 3 * 4, dtype=torch.float32).reshape(6, 2, 3, 4)
+    flipped = _random_hflip(x, torch.Generator().manual_seed(5))
+    draws = torch.rand(6, generator=torch.Generator().manual_seed(5)) < 0.5
+    assert 0 < draws.sum() < 6
+    for b in range(6):
+        assert torch.equal(flipped[b], x[b].flip(-1) if draws[b] else x[b])
+
+
 def test_random_shift_translates_each_image():
     x = torch.arange(2 * 2 * 5 * 5, dtype=torch.float32).reshape(2, 2, 5, 5)
     g = torch.Generator().manual_seed(3)
@@ -408,6 +458,11 @@ def test_train_feature_classifier_is_deterministic_and_learns():
     assert accuracy_a == accuracy_b > 0.9
     assert model_a.info["seed"] == 1 and model_a.info["test_accuracy"] == accuracy_a
     assert not model_a.training
+    # the batch-norm stack with mirroring learns the same task (mirroring swaps nothing here:
+    # the bright half is the top or the bottom)
+    options.update(widths=(8, 8), pool_after=(0,), batch_norm=True, hflip=True)
+    model_c, accuracy_c = train_feature_classifier(*data, **options)
+    assert model_c.batch_norm and model_c.info["hflip"] and accuracy_c > 0.9
 
 
 
@@ -425,3 +480,17 @@ def test_shipped_mnist_extractor_meets_its_accuracy_on_the_real_test_set(shared_
     from genlab.metrics.report import default_extractor
 
     assert default_extractor(data.spec) == "mnist"
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"), [("digits", (1, 8, 8)), ("mnist", (1, 28, 28))]
+)
+def test_genlab_eval_picks_the_shipped_extractor_by_the_dataset_name(name, shape):
+    from genlab.data.images import image_spec
+    from genlab.metrics.report import default_extractor
+
+    # the spec a run records for the catalog's dataset (genlab.data.load(name).spec, aliases included)
+    spec = image_spec(name, torch.zeros(1, *shape, dtype=torch.uint8), [str(k) for k in range(10)])
+    assert default_extractor(spec) == name
+    extractor = get_extractor(default_extractor(spec))
+    assert extractor.info["dataset"] == name and extractor.input_shape == shape and extractor.num_classes == 10
