@@ -482,8 +482,23 @@ def test_shipped_mnist_extractor_meets_its_accuracy_on_the_real_test_set(shared_
     assert default_extractor(data.spec) == "mnist"
 
 
+@pytest.mark.dataset
+def test_shipped_fashion_mnist_extractor_meets_its_accuracy_on_the_real_test_set(shared_datasets, one_thread):
+    extractor = get_extractor("fashion_mnist")
+    assert extractor.input_shape == (1, 28, 28) and extractor.batch_norm
+    assert extractor.info["dataset"] == "fashion_mnist" and extractor.info["test_accuracy"] >= 0.92
+    data = genlab.data.load("fashion-mnist", root=shared_datasets)  # an alias: the spec keeps the catalog's name
+    x, y = data.split("test").tensors()
+    assert len(y) == 10_000
+    # the recorded accuracy is what the file delivers on Fashion-MNIST's official test set
+    assert classifier_accuracy(extractor, x, y) == pytest.approx(extractor.info["test_accuracy"], abs=1e-9)
+    from genlab.metrics.report import default_extractor
+
+    assert default_extractor(data.spec) == "fashion_mnist"
+
+
 @pytest.mark.parametrize(
-    ("name", "shape"), [("digits", (1, 8, 8)), ("mnist", (1, 28, 28))]
+    ("name", "shape"), [("digits", (1, 8, 8)), ("mnist", (1, 28, 28)), ("fashion_mnist", (1, 28, 28))]
 )
 def test_genlab_eval_picks_the_shipped_extractor_by_the_dataset_name(name, shape):
     from genlab.data.images import image_spec
