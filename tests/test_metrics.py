@@ -439,7 +439,7 @@ def test_random_shift_translates_each_image():
         assert torch.equal(shifted[b], padded[b, :, oy : oy + 5, ox : ox + 5])
 
 
-def test_train_feature_classifier_is_deterministic_and_learns():
+def test_train_feature_classifier_is_deterministic_and_learns(one_thread):
     # two classes told apart by which half of the image is bright
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 2, (96,), generator=g)
@@ -464,6 +464,24 @@ def test_train_feature_classifier_is_deterministic_and_learns():
     model_c, accuracy_c = train_feature_classifier(*data, **options)
     assert model_c.batch_norm and model_c.info["hflip"] and accuracy_c > 0.9
 
+
+
+def test_train_feature_extractor_script_stores_the_architecture_options(tmp_path, one_thread, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_feature_extractor.py"
+    spec = importlib.util.spec_from_file_location("train_feature_extractor", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "digits-bn.safetensors"
+    argv = ["--data", "digits", "--epochs", "1", "--widths", "8,8,16", "--pool-after", "0,2", "--batch-norm", "--hflip", "--feature-dim", "16", "--quiet"]
+    assert script.main([*argv, "--out", str(out)]) == 0
+    model = ClassifierFeatures.load(out)
+    assert (model.widths, model.pool_after, model.batch_norm, model.feature_dim) == ((8, 8, 16), (0, 2), True, 16)
+    assert model.info["dataset"] == "digits" and model.info["hflip"] and model.info["epochs"] == 1
+    assert script.main([*argv, "--pool-after", "5", "--out", str(tmp_path / "bad.safetensors")]) == 2
+    assert "pool_after" in capsys.readouterr().err
 
 
 @pytest.mark.dataset
@@ -497,8 +515,28 @@ def test_shipped_fashion_mnist_extractor_meets_its_accuracy_on_the_real_test_set
     assert default_extractor(data.spec) == "fashion_mnist"
 
 
+@pytest.mark.dataset
+def test_shipped_cifar10_extractor_meets_its_accuracy_on_the_real_test_set(shared_datasets, one_thread):
+    extractor = get_extractor("cifar10")
+    assert extractor.input_shape == (3, 32, 32) and extractor.batch_norm and extractor.info["hflip"]
+    assert extractor.info["dataset"] == "cifar10" and extractor.info["test_accuracy"] >= 0.80
+    data = genlab.data.load("cifar10", root=shared_datasets)  # the JPEG copy, decoded once into the cache
+    x, y = data.split("test").tensors()
+    assert len(y) == 10_000
+    # every second test image (5,000, the same number of each class: the test split is sorted by
+    # class) halves the time; the whole split's recorded accuracy must hold on it up to sampling noise
+    # (binomial standard error about 0.005)
+    half = slice(0, None, 2)
+    assert torch.bincount(y[half], minlength=10).tolist() == [500] * 10
+    assert classifier_accuracy(extractor, x[half], y[half]) == pytest.approx(extractor.info["test_accuracy"], abs=0.02)
+    from genlab.metrics.report import default_extractor
+
+    assert default_extractor(data.spec) == "cifar10"
+
+
 @pytest.mark.parametrize(
-    ("name", "shape"), [("digits", (1, 8, 8)), ("mnist", (1, 28, 28)), ("fashion_mnist", (1, 28, 28))]
+    ("name", "shape"),
+    [("digits", (1, 8, 8)), ("mnist", (1, 28, 28)), ("fashion_mnist", (1, 28, 28)), ("cifar10", (3, 32, 32))],
 )
 def test_genlab_eval_picks_the_shipped_extractor_by_the_dataset_name(name, shape):
     from genlab.data.images import image_spec
