@@ -30,7 +30,7 @@ from genlab.metrics import (
 from genlab.metrics import kernels as kernels_module
 from genlab.nn import kernels as nn_kernels
 from genlab.metrics import manifold as manifold_module
-from genlab.metrics.features import _random_shift, classifier_accuracy
+from genlab.metrics.features import FORMAT, _random_hflip, _random_shift, classifier_accuracy
 
 
 def random_spd(d: int, rng: np.random.Generator, rank: int | None = None) -> np.ndarray:
@@ -378,6 +378,56 @@ def test_classifier_save_load_round_trip(tmp_path):
     assert loaded.name == "toy-classifier" and loaded.feature_dim == 16
 
 
+def test_classifier_options_build_a_batch_norm_stack_that_round_trips(tmp_path):
+    torch.manual_seed(0)
+    model = ClassifierFeatures(input_shape=(3, 16, 16), num_classes=4, feature_dim=8, widths=(4, 4, 8, 8), pool_after=(1, 3), batch_norm=True)
+    convs = [m for m in model.body if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in convs] == [4, 4, 8, 8] and all(c.bias is None for c in convs)
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.body) == 4
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in model.body) == 2
+    model.train()
+    model.logits(torch.rand(6, 3, 16, 16))  # moves the running statistics away from their initial values
+    path = tmp_path / "bn.safetensors"
+    model.save(path)
+    loaded = ClassifierFeatures.load(path)
+    assert loaded.config() == model.config() and loaded.config()["pool_after"] == [1, 3] and loaded.batch_norm
+    x = torch.rand(5, 3, 16, 16)
+    assert torch.equal(loaded.features(x), model.eval().features(x))  # eval mode: the saved running statistics
+    with pytest.raises(ConfigError, match="pool_after"):
+        ClassifierFeatures(input_shape=(1, 8, 8), num_classes=2, widths=(4, 4), pool_after=(2,))
+    with pytest.raises(ConfigError, match="too small for 3 poolings"):
+        ClassifierFeatures(input_shape=(1, 8, 8), num_classes=2, widths=(4, 4, 4), pool_after=(0, 1, 2))
+
+
+def test_files_from_before_the_options_load_as_the_original_design(tmp_path):
+    # the config of digits.safetensors and mnist.safetensors has no pool_after / batch_norm
+    import json
+
+    import safetensors.torch
+
+    torch.manual_seed(0)
+    model = ClassifierFeatures(input_shape=(1, 8, 8), num_classes=3, feature_dim=8, widths=(4, 8, 8))
+    assert [k for k in model.state_dict() if k.endswith("weight")] == [
+        "body.0.weight", "body.2.weight", "body.5.weight", "body.9.weight", "head.weight"
+    ]  # fmt: skip
+    old_config = {"input_shape": [1, 8, 8], "num_classes": 3, "feature_dim": 8, "widths": [4, 8, 8], "dropout": 0.3}
+    path = tmp_path / "old.safetensors"
+    safetensors.torch.save_file(model.state_dict(), str(path), metadata={"format": FORMAT, "config": json.dumps(old_config), "info": "{}"})
+    loaded = ClassifierFeatures.load(path)
+    assert loaded.pool_after == (1,) and not loaded.batch_norm
+    x = torch.rand(3, 1, 8, 8)
+    assert torch.equal(loaded.features(x), model.eval().features(x))
+
+
+def test_random_hflip_mirrors_the_drawn_half():
+    x = torch.arange(6 * 2 * 3 * 4, dtype=torch.float32).reshape(6, 2, 3, 4)
+    flipped = _random_hflip(x, torch.Generator().manual_seed(5))
+    draws = torch.rand(6, generator=torch.Generator().manual_seed(5)) < 0.5
+    assert 0 < draws.sum() < 6
+    for b in range(6):
+        assert torch.equal(flipped[b], x[b].flip(-1) if draws[b] else x[b])
+
+
 def test_random_shift_translates_each_image():
     x = torch.arange(2 * 2 * 5 * 5, dtype=torch.float32).reshape(2, 2, 5, 5)
     g = torch.Generator().manual_seed(3)
@@ -389,7 +439,7 @@ def test_random_shift_translates_each_image():
         assert torch.equal(shifted[b], padded[b, :, oy : oy + 5, ox : ox + 5])
 
 
-def test_train_feature_classifier_is_deterministic_and_learns():
+def test_train_feature_classifier_is_deterministic_and_learns(one_thread):
     # two classes told apart by which half of the image is bright
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 2, (96,), generator=g)
@@ -408,7 +458,30 @@ def test_train_feature_classifier_is_deterministic_and_learns():
     assert accuracy_a == accuracy_b > 0.9
     assert model_a.info["seed"] == 1 and model_a.info["test_accuracy"] == accuracy_a
     assert not model_a.training
+    # the batch-norm stack with mirroring learns the same task (mirroring swaps nothing here:
+    # the bright half is the top or the bottom)
+    options.update(widths=(8, 8), pool_after=(0,), batch_norm=True, hflip=True)
+    model_c, accuracy_c = train_feature_classifier(*data, **options)
+    assert model_c.batch_norm and model_c.info["hflip"] and accuracy_c > 0.9
 
+
+
+def test_train_feature_extractor_script_stores_the_architecture_options(tmp_path, one_thread, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train_feature_extractor.py"
+    spec = importlib.util.spec_from_file_location("train_feature_extractor", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    out = tmp_path / "digits-bn.safetensors"
+    argv = ["--data", "digits", "--epochs", "1", "--widths", "8,8,16", "--pool-after", "0,2", "--batch-norm", "--hflip", "--feature-dim", "16", "--quiet"]
+    assert script.main([*argv, "--out", str(out)]) == 0
+    model = ClassifierFeatures.load(out)
+    assert (model.widths, model.pool_after, model.batch_norm, model.feature_dim) == ((8, 8, 16), (0, 2), True, 16)
+    assert model.info["dataset"] == "digits" and model.info["hflip"] and model.info["epochs"] == 1
+    assert script.main([*argv, "--pool-after", "5", "--out", str(tmp_path / "bad.safetensors")]) == 2
+    assert "pool_after" in capsys.readouterr().err
 
 
 @pytest.mark.dataset
@@ -425,3 +498,52 @@ def test_shipped_mnist_extractor_meets_its_accuracy_on_the_real_test_set(shared_
     from genlab.metrics.report import default_extractor
 
     assert default_extractor(data.spec) == "mnist"
+
+
+@pytest.mark.dataset
+def test_shipped_fashion_mnist_extractor_meets_its_accuracy_on_the_real_test_set(shared_datasets, one_thread):
+    extractor = get_extractor("fashion_mnist")
+    assert extractor.input_shape == (1, 28, 28) and extractor.batch_norm
+    assert extractor.info["dataset"] == "fashion_mnist" and extractor.info["test_accuracy"] >= 0.92
+    data = genlab.data.load("fashion-mnist", root=shared_datasets)  # an alias: the spec keeps the catalog's name
+    x, y = data.split("test").tensors()
+    assert len(y) == 10_000
+    # the recorded accuracy is what the file delivers on Fashion-MNIST's official test set
+    assert classifier_accuracy(extractor, x, y) == pytest.approx(extractor.info["test_accuracy"], abs=1e-9)
+    from genlab.metrics.report import default_extractor
+
+    assert default_extractor(data.spec) == "fashion_mnist"
+
+
+@pytest.mark.dataset
+def test_shipped_cifar10_extractor_meets_its_accuracy_on_the_real_test_set(shared_datasets, one_thread):
+    extractor = get_extractor("cifar10")
+    assert extractor.input_shape == (3, 32, 32) and extractor.batch_norm and extractor.info["hflip"]
+    assert extractor.info["dataset"] == "cifar10" and extractor.info["test_accuracy"] >= 0.80
+    data = genlab.data.load("cifar10", root=shared_datasets)  # the JPEG copy, decoded once into the cache
+    x, y = data.split("test").tensors()
+    assert len(y) == 10_000
+    # every second test image (5,000, the same number of each class: the test split is sorted by
+    # class) halves the time; the whole split's recorded accuracy must hold on it up to sampling noise
+    # (binomial standard error about 0.005)
+    half = slice(0, None, 2)
+    assert torch.bincount(y[half], minlength=10).tolist() == [500] * 10
+    assert classifier_accuracy(extractor, x[half], y[half]) == pytest.approx(extractor.info["test_accuracy"], abs=0.02)
+    from genlab.metrics.report import default_extractor
+
+    assert default_extractor(data.spec) == "cifar10"
+
+
+@pytest.mark.parametrize(
+    ("name", "shape"),
+    [("digits", (1, 8, 8)), ("mnist", (1, 28, 28)), ("fashion_mnist", (1, 28, 28)), ("cifar10", (3, 32, 32))],
+)
+def test_genlab_eval_picks_the_shipped_extractor_by_the_dataset_name(name, shape):
+    from genlab.data.images import image_spec
+    from genlab.metrics.report import default_extractor
+
+    # the spec a run records for the catalog's dataset (genlab.data.load(name).spec, aliases included)
+    spec = image_spec(name, torch.zeros(1, *shape, dtype=torch.uint8), [str(k) for k in range(10)])
+    assert default_extractor(spec) == name
+    extractor = get_extractor(default_extractor(spec))
+    assert extractor.info["dataset"] == name and extractor.input_shape == shape and extractor.num_classes == 10

@@ -162,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("eval", help="evaluate a trained run", description="FID, KID, precision, recall against held-out data, and the likelihood.")
     p.add_argument("run", help="run directory")
-    p.add_argument("--extractor", default=None, help="feature extractor: a dataset name with shipped weights (digits), a .safetensors classifier or pytorch-fid's Inception .pth")
+    p.add_argument("--extractor", default=None, help="feature extractor: a dataset name with shipped weights (digits, mnist, fashion_mnist, cifar10), a .safetensors classifier or pytorch-fid's Inception .pth")
     p.add_argument("-n", type=int, default=None, help="samples to draw (default: as many as the held-out split)")
     p.add_argument("--split", default="test", choices=("test", "val", "train"))
     p.add_argument("--baseline", action="append", default=[], choices=("gmm",), help="also evaluate a baseline fitted to the same training data")

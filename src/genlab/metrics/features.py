@@ -3,8 +3,9 @@
 FID-like metrics compare two image sets in the feature space of a fixed network. Inception-v3
 features are the convention for natural 299x299 images; for small datasets such as 8x8 digits a
 classifier trained on the dataset itself gives features that see what matters there (common
-practice for MNIST-sized data, where Inception features of upscaled digits say little). genlab ships one for
-`digits`; `scripts/train_feature_extractor.py` trains one for any labelled image dataset.
+practice for MNIST-sized data, where Inception features of upscaled digits say little). genlab ships
+them for the datasets listed by `shipped_extractors()`; `scripts/train_feature_extractor.py` trains
+one for any labelled image dataset.
 
 Numbers are comparable only between evaluations that used the same extractor.
 """
@@ -58,10 +59,16 @@ class ClassifierFeatures(FeatureExtractor):
     """A small CNN classifier trained on one dataset; its penultimate layer (after ReLU) is the
     feature vector.
 
-    conv3x3(C->w0) ReLU conv3x3(w0->w1) ReLU maxpool2 conv3x3(w1->w2) ReLU adaptive-avgpool(2x2)
-    -> linear(4 w2 -> feature_dim) ReLU = features -> linear(feature_dim -> num_classes) = logits.
-    The adaptive pooling makes one design fit 8x8 digits and 28x28 or 32x32 images alike.
-    `info` holds what is saved as metadata: dataset, test accuracy, training seed.
+    One conv3x3 [BatchNorm] ReLU per entry of `widths`, a 2x2 max pooling after the convolutions
+    whose index is in `pool_after`, then adaptive-avgpool(2x2) -> linear(4 widths[-1] ->
+    feature_dim) ReLU = features -> dropout -> linear(feature_dim -> num_classes) = logits.
+    The defaults are the original design (digits, mnist):
+    conv(C->32) ReLU conv(32->64) ReLU maxpool conv(64->64) ReLU avgpool(2) linear ReLU; a deeper
+    VGG-style stack with batch norm, e.g. widths=(32, 32, 64, 64, 128, 128), pool_after=(1, 3, 5),
+    batch_norm=True, serves natural images such as CIFAR-10. The adaptive pooling makes one design
+    fit 8x8 digits and 28x28 or 32x32 images alike. `config()` (the architecture) and `info`
+    (dataset, test accuracy, how it was trained) are saved as metadata; files written before
+    `pool_after` and `batch_norm` existed load with their defaults.
     """
 
     def __init__(
@@ -70,31 +77,54 @@ class ClassifierFeatures(FeatureExtractor):
         input_shape: tuple[int, int, int],
         num_classes: int,
         feature_dim: int = 128,
-        widths: tuple[int, int, int] = (32, 64, 64),
+        widths: tuple[int, ...] = (32, 64, 64),
+        pool_after: tuple[int, ...] = (1,),
+        batch_norm: bool = False,
         dropout: float = 0.3,
         info: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if len(input_shape) != 3 or min(input_shape[1:]) < 4:
-            raise ConfigError(f"input_shape must be (C, H, W) with H, W >= 4, got {tuple(input_shape)}")
+        widths, pool_after = tuple(widths), tuple(pool_after)
+        if len(input_shape) != 3:
+            raise ConfigError(f"input_shape must be (C, H, W), got {tuple(input_shape)}")
         if num_classes < 2:
             raise ConfigError(f"num_classes must be >= 2, got {num_classes}")
+        if not widths or any(int(w) < 1 for w in widths):
+            raise ConfigError(f"widths must be a non-empty list of positive channel counts, got {widths}")
+        if len(set(pool_after)) != len(pool_after) or any(not 0 <= int(i) < len(widths) for i in pool_after):
+            raise ConfigError(
+                f"pool_after must list distinct convolution indices in 0..{len(widths) - 1} (one 2x2 max pooling "
+                f"after each), got {pool_after}"
+            )
+        smallest = 2 ** (len(pool_after) + 1)
+        if min(input_shape[1:]) < smallest:
+            raise ConfigError(
+                f"input_shape {tuple(input_shape)} is too small for {len(pool_after)} poolings: H, W must be >= {smallest}"
+            )
+        if not isinstance(batch_norm, bool):
+            raise ConfigError(f"batch_norm must be true or false, got {batch_norm!r}")
         self.input_shape = tuple(int(s) for s in input_shape)
         self.num_classes = int(num_classes)
         self.feature_dim = int(feature_dim)
         self.widths = tuple(int(w) for w in widths)
+        self.pool_after = tuple(sorted(int(i) for i in pool_after))
+        self.batch_norm = batch_norm
         self.dropout = float(dropout)
         self.info = dict(info or {})
         self.name = f"{self.info.get('dataset', 'custom')}-classifier"
-        w0, w1, w2 = self.widths
-        self.body = nn.Sequential(
-            nn.Conv2d(self.input_shape[0], w0, 3, padding=1), nn.ReLU(),
-            nn.Conv2d(w0, w1, 3, padding=1), nn.ReLU(),
-            nn.MaxPool2d(2),
-            nn.Conv2d(w1, w2, 3, padding=1), nn.ReLU(),
-            nn.AdaptiveAvgPool2d(2), nn.Flatten(),
-            nn.Linear(4 * w2, self.feature_dim), nn.ReLU(),
-        )  # fmt: skip
+        layers: list[nn.Module] = []
+        channels = self.input_shape[0]
+        for index, width in enumerate(self.widths):
+            # a conv's bias is redundant before batch norm, which adds its own shift
+            layers.append(nn.Conv2d(channels, width, 3, padding=1, bias=not batch_norm))
+            layers += [nn.BatchNorm2d(width), nn.ReLU()] if batch_norm else [nn.ReLU()]
+            if index in self.pool_after:
+                layers.append(nn.MaxPool2d(2))
+            channels = width
+        # the default design's module indices (body.0, body.2, body.5, body.9) are those of the
+        # files shipped before the options existed, so their state dicts load unchanged
+        layers += [nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(4 * channels, self.feature_dim), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
         self.head = nn.Linear(self.feature_dim, self.num_classes)
 
     def _check(self, x: Tensor) -> None:
@@ -121,6 +151,8 @@ class ClassifierFeatures(FeatureExtractor):
             "num_classes": self.num_classes,
             "feature_dim": self.feature_dim,
             "widths": list(self.widths),
+            "pool_after": list(self.pool_after),
+            "batch_norm": self.batch_norm,
             "dropout": self.dropout,
         }
 
@@ -149,8 +181,10 @@ class ClassifierFeatures(FeatureExtractor):
             config = json.loads(metadata["config"])
             config["input_shape"] = tuple(config["input_shape"])
             config["widths"] = tuple(config["widths"])
+            if "pool_after" in config:
+                config["pool_after"] = tuple(config["pool_after"])
             model = cls(**config, info=json.loads(metadata.get("info", "{}")))
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, ConfigError) as exc:
             raise DataError(f"{str(path)!r} has a damaged feature-extractor config ({first_line(exc)}); remake it with "
                             "scripts/train_feature_extractor.py") from None  # fmt: skip
         try:
@@ -172,6 +206,13 @@ def _random_shift(x: Tensor, max_shift: int, generator: torch.Generator) -> Tens
     batch = torch.arange(b)[:, None, None]
     out = padded[batch, :, rows[:, :, None], cols[:, None, :]]  # (B, H, W, C)
     return out.permute(0, 3, 1, 2)
+
+
+def _random_hflip(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Mirror each image (B, C, H, W) left-right with probability 1/2 (right for natural images,
+    wrong for digits and letters, whose mirror images are other shapes)."""
+    flip = torch.rand(x.shape[0], generator=generator) < 0.5
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
 
 
 @torch.no_grad()
@@ -198,11 +239,14 @@ def train_feature_classifier(
     lr: float = 2e-3,
     weight_decay: float = 1e-4,
     max_shift: int = 1,
+    hflip: bool = False,
     val: tuple[Tensor, Tensor] | None = None,
     test: tuple[Tensor, Tensor] | None = None,
     num_classes: int | None = None,
     feature_dim: int = 128,
-    widths: tuple[int, int, int] = (32, 64, 64),
+    widths: tuple[int, ...] = (32, 64, 64),
+    pool_after: tuple[int, ...] = (1,),
+    batch_norm: bool = False,
     info: dict[str, Any] | None = None,
     device: torch.device | str | None = None,
     log: Callable[[str], None] | None = None,
@@ -210,7 +254,9 @@ def train_feature_classifier(
     """Train a `ClassifierFeatures` on images x (N, C, H, W) in [0, 1] with labels y (N,).
 
     AdamW with a cosine learning-rate decay over `epochs`, cross-entropy, random translations of up
-    to `max_shift` pixels. With `val` = (x_val, y_val) the weights of the epoch with the best
+    to `max_shift` pixels (the border replicated) and, with `hflip`, random left-right mirroring.
+    `widths`, `pool_after`, `batch_norm` and `feature_dim` choose the architecture (see
+    `ClassifierFeatures`). With `val` = (x_val, y_val) the weights of the epoch with the best
     validation accuracy are kept (early stopping by selection). Returns (model in eval mode,
     accuracy on `test`), the accuracy being NaN without a test set; it is also stored in
     `model.info["test_accuracy"]` with the seed and epochs. Deterministic on the CPU for a given
@@ -226,12 +272,20 @@ def train_feature_classifier(
     device = torch.device(device or "cpu")
     generator = torch.Generator().manual_seed(seed)
     info = {**(info or {}), "seed": seed, "epochs": epochs, "train_size": int(x.shape[0])}
+    if hflip:
+        info["hflip"] = True
     steps_per_epoch = math.ceil(x.shape[0] / batch_size)
 
     with torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
         torch.manual_seed(seed)
         model = ClassifierFeatures(
-            input_shape=tuple(x.shape[1:]), num_classes=num_classes, feature_dim=feature_dim, widths=widths, info=info
+            input_shape=tuple(x.shape[1:]),
+            num_classes=num_classes,
+            feature_dim=feature_dim,
+            widths=widths,
+            pool_after=pool_after,
+            batch_norm=batch_norm,
+            info=info,
         ).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
@@ -244,6 +298,8 @@ def train_feature_classifier(
                 xb = x[index]
                 if max_shift > 0:
                     xb = _random_shift(xb, max_shift, generator)
+                if hflip:
+                    xb = _random_hflip(xb, generator)
                 loss = F.cross_entropy(model.logits(xb.to(device)), y[index].to(device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
