@@ -109,7 +109,9 @@ class GenerativeModel(nn.Module):
     train_defaults: ClassVar[dict[str, Any]] = {}
     # what replaces train_defaults' entries for a model whose networks the "cpu" size preset sized
     # (images of side >= 16, `genlab.nn.presets`): a default run of the CPU networks on MNIST-size
-    # images fits in minutes on a laptop (README, "Images at real size")
+    # images fits in minutes on a laptop (README, "Images at real size"). Such short runs take a
+    # shorter weight average where the engine's 0.999 would keep 0.999^steps of the initial weights
+    # (a sixth after 1,800 steps: torch's EMA starts from them, without a bias correction)
     cpu_train_defaults: ClassVar[dict[str, Any]] = {}
     # whether `initialize` runs once per model, remembered in a buffer (see `initialize_from_data`)
     initializes_once: ClassVar[bool] = False

@@ -249,7 +249,7 @@ class GAN(GenerativeModel, Standardizer):
     config: GANConfig
     has_custom_step = True
     train_defaults: dict[str, Any] = {"max_steps": 5000, "batch_size": 128, "lr": 2e-4, "ema_decay": 0.999}
-    cpu_train_defaults: dict[str, Any] = {"max_steps": 2000}
+    cpu_train_defaults: dict[str, Any] = {"max_steps": 2000, "ema_decay": 0.995}
     # vectors and tables (MLP nets) replace these: small nets on low-dimensional data take a larger
     # learning rate and need more steps to resolve every mode of a mixture
     vector_train_defaults: dict[str, Any] = {"max_steps": 20000, "batch_size": 256, "lr": 1e-3}
@@ -684,7 +684,7 @@ class WGANGP(GAN):
     `max_steps` counts critic iterations and G takes only one step in n_critic."""
 
     train_defaults = {**GAN.train_defaults, "lr": 1e-4, "max_steps": 15000}
-    cpu_train_defaults = {"max_steps": 2500}
+    cpu_train_defaults = {"max_steps": 2500, "ema_decay": 0.995}
 
 
 @dataclasses.dataclass

@@ -203,7 +203,7 @@ class VAE(GenerativeModel):
     config: VAEConfig
     # max_steps: FID still falls at the end of shorter runs at this rate (the README's VAE row)
     train_defaults = {"max_steps": 6000, "lr": 2e-3, "lr_schedule": "cosine"}
-    cpu_train_defaults = {"max_steps": 2500}
+    cpu_train_defaults = {"max_steps": 2500, "ema_decay": 0.995}
 
     def __init__(self, config: VAEConfig, spec: DataSpec) -> None:
         config = config.sized(spec)
