@@ -63,15 +63,16 @@ def _dropout(config, spec: DataSpec) -> float:
 
 
 def _check_scales(spec: DataSpec, squeezes: int, model: str, scales: int) -> None:
+    """The sides must halve `squeezes` times and leave at least 2 pixels for the last couplings."""
     _, h, w = spec.shape
-    if h % 2**squeezes or w % 2**squeezes:
+    if h % 2**squeezes or w % 2**squeezes or min(h, w) < 2 ** (squeezes + 1):
         if h % 2 or w % 2:
             fix = f"resize the images to sides that 2^{squeezes} divides, e.g. --data-option resize={h - h % 2**squeezes}"
         else:
             fix = "set scales to at most the number of times 2 divides them"
         raise ConfigError(
             f"{model} with scales={scales} squeezes {squeezes} times and needs height and width divisible by "
-            f"{2**squeezes}; data {spec.name!r} is {h}x{w}: {fix}"
+            f"{2**squeezes} and at least {2 ** (squeezes + 1)}; data {spec.name!r} is {h}x{w}: {fix}"
         )
 
 
