@@ -62,17 +62,18 @@ def _dropout(config, spec: DataSpec) -> float:
     return IMAGE_DROPOUT if spec.kind == "image" else 0.0
 
 
-def _check_scales(spec: DataSpec, squeezes: int, model: str, scales: int) -> None:
-    """The sides must halve `squeezes` times and leave at least 2 pixels for the last couplings."""
+def _check_scales(spec: DataSpec, squeezes: int, model: str, scales: int, *, last_side: int = 1) -> None:
+    """The sides must halve `squeezes` times and leave at least `last_side` pixels (RealNVP's last
+    couplings are checkerboards: 2; Glow's split channels: 1)."""
     _, h, w = spec.shape
-    if h % 2**squeezes or w % 2**squeezes or min(h, w) < 2 ** (squeezes + 1):
+    if h % 2**squeezes or w % 2**squeezes or min(h, w) < last_side * 2**squeezes:
         if h % 2 or w % 2:
             fix = f"resize the images to sides that 2^{squeezes} divides, e.g. --data-option resize={h - h % 2**squeezes}"
         else:
             fix = "set scales to at most the number of times 2 divides them"
         raise ConfigError(
             f"{model} with scales={scales} squeezes {squeezes} times and needs height and width divisible by "
-            f"{2**squeezes} and at least {2 ** (squeezes + 1)}; data {spec.name!r} is {h}x{w}: {fix}"
+            f"{2**squeezes} and at least {last_side * 2**squeezes}; data {spec.name!r} is {h}x{w}: {fix}"
         )
 
 
@@ -168,7 +169,7 @@ class RealNVP(FlowModel):
             config = dataclasses.replace(config, scales=_most_scales(spec, 2) if spec.kind == "image" and len(spec.shape) == 3 else 2)
         super().__init__(config, spec)
         if spec.kind == "image":
-            _check_scales(spec, config.scales - 1, "realnvp", config.scales)
+            _check_scales(spec, config.scales - 1, "realnvp", config.scales, last_side=2)
             self.transform = multi_scale(spec.shape, config.scales, self._scale_block)
             self.latent_shape = (spec.dim,)
         else:
