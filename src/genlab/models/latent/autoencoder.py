@@ -34,7 +34,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from genlab.config import Config
 from genlab.data.dataset import Batch, DataSpec
 from genlab.errors import ConfigError
 from genlab.nn.kernels import inverse_multiquadratic_kernel, unbiased_mmd2

@@ -23,7 +23,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genlab.config import Config
 from genlab.data.dataset import Batch, DataSpec
 from genlab.data.transforms import dequantize, quantize
 
