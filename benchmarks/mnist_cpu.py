@@ -2,7 +2,7 @@
 
 For each model of `--models` (default: vae, vq-vae, dcgan, wgan-gp, realnvp, glow, pixelcnn, ddpm, edm)
 it builds the DEFAULT model, `genlab.create(name, data=mnist)`, with its own training defaults
-(`model.train_defaults` over `TrainConfig`), and drives the engine's real step: `_Engine(model, train,
+(`model.training_defaults()` over `TrainConfig`, what `fit` uses), and drives the engine's real step: `_Engine(model, train,
 cfg, None, False)` and, per step, what one iteration of `_Engine.run` does before logging:
 `engine.train_step(engine.sampler.next())` and the EMA update where the defaults keep one. Nothing
 about the architectures is written here: whatever defaults genlab has are the ones measured, and the
@@ -106,10 +106,10 @@ class GenlabTrainer:
     def __init__(self, name: str, data: Dataset, train: Dataset, batch_size: int | None, seed: int) -> None:
         torch.manual_seed(seed)
         self.model = genlab.create(name, data=data)
-        options = {**self.model.train_defaults, "device": "cpu", "progress": False, "tensorboard": False, "seed": seed}
+        options = {**self.model.training_defaults(), "device": "cpu", "progress": False, "tensorboard": False, "seed": seed}
         if batch_size:
             options["batch_size"] = batch_size
-        self.defaults = dict(self.model.train_defaults)
+        self.defaults = dict(self.model.training_defaults())
         self.cfg = TrainConfig.from_dict(options)
         # `train` has no other split, so the engine trains on it as it is (no copy of the images per row)
         self.engine = _Engine(self.model, train, self.cfg, None, False)
@@ -257,7 +257,7 @@ def reference_rows(name: str, args: argparse.Namespace, data: Dataset, images: T
 def vae_references(args: argparse.Namespace, data: Dataset, images: Tensor, notes: list[str], pythae: tuple[bool, str]) -> list[Row]:
     """pythae's VAE (where it imports and the images are 1x28x28) and the MLP floor, at vae's batch."""
     model = genlab.create("vae", data=data)
-    batch = TrainConfig.from_dict(dict(model.train_defaults)).batch_size
+    batch = TrainConfig.from_dict(model.training_defaults()).batch_size
     latent_dim = int(getattr(model.config, "latent_dim", 16))
     del model
     rows: list[Row] = []
@@ -280,7 +280,7 @@ def ddpm_references(args: argparse.Namespace, data: Dataset, images: Tensor, not
         return []
     with recording_unet_fields() as unets:
         model = genlab.create("ddpm", data=data)
-    cfg = TrainConfig.from_dict(dict(model.train_defaults))
+    cfg = TrainConfig.from_dict(model.training_defaults())
     inside = [(module, fields) for module, fields in unets if any(module is m for m in model.modules())]
     if len(inside) != 1:
         notes.append(f"ddpm's default network ({type(getattr(model, 'net', model)).__name__}) holds {len(inside)} genlab UNets, "

@@ -1,0 +1,54 @@
+"""benchmarks/reproduce.py in --quick mode on the digits: it trains and evaluates through the CLI,
+records the times and the eval report, reuses a finished run, and names each likelihood in its unit."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("benchmark_reproduce", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_trains_evaluates_and_reuses_the_run(tmp_path):
+    script = load_script()
+    argv = ["--data", "digits", "--models", "glow", "--quick", "--threads", "1", "--out", str(tmp_path / "runs")]
+    payload = script.main([*argv, "--json", str(tmp_path / "r.json")])
+
+    (row,) = payload["rows"]
+    assert "error" not in row, row
+    assert row["train"]["wall_s"] > 0 and row["train"]["cpu_s"] > 0 and row["eval"]["wall_s"] > 0
+    assert row["config"]["model"] == "glow" and row["config"]["train"]["max_steps"] == 3
+    assert row["n_fake"] == 50 and row["n_real"] == 180
+    metrics = row["metrics"]
+    assert math.isfinite(metrics["fid"]) and 0.0 <= metrics["precision"] <= 1.0
+    # a flow's exact likelihood of 8x8 digits with 17 levels: positive and below 8 bits of raw bytes
+    assert 0.0 < metrics["nll_bits_per_dim"] < 8.0
+    assert "bits/dim" in payload["table"] and json.loads((tmp_path / "r.json").read_text())["rows"][0]["model"] == "glow"
+
+    # a second call keeps the finished run's training and its recorded times
+    again = script.main([*argv, "--reuse-eval"])
+    assert again["rows"][0]["train"] == row["train"] and "eval" not in again["rows"][0]
+    commands = [line for line in (tmp_path / "runs" / "glow-digits.log").read_text().splitlines() if line.startswith("$ ")]
+    assert [" train glow " in c for c in commands] == [True, False] and " eval " in commands[1]
+
+
+def test_likelihood_column_names_the_unit():
+    script = load_script()
+    assert script.likelihood({"fid": 3.0, "nll_bits_per_dim": 1.2}) == (1.2, "bits/dim")
+    assert script.likelihood({"nll_bound_bits_per_dim": 1.5, "nll_bound_nats": 900.0}) == (1.5, "bits/dim (bound)")
+    assert script.likelihood({"code_length_bits_per_image": 40.0}) == (40.0, "prior bits/image")
+    assert script.likelihood({"cross_entropy_bound_nats": 80.0}) == (80.0, "nats (cross-entropy bound)")
+    assert script.likelihood({"fid": 3.0}) == (None, "")
+    with pytest.raises(SystemExit, match="MODEL=N"):
+        script.parse_n_for(["pixelcnn"])
