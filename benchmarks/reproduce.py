@@ -126,7 +126,7 @@ def _read_config(run: Path) -> dict[str, Any]:
 
 
 def table(rows: list[dict[str, Any]], dataset: str) -> str:
-    headers = ["model", "steps", "train min", "train CPU-min", "eval min", "FID", "KID x1e3", "precision", "recall", "IS",
+    headers = ["model", "steps", "train min", "train CPU-min", "eval min", "FID", "KID", "precision", "recall", "IS",
                "likelihood", "published", "samples"]  # fmt: skip
     lines = []
     for row in rows:
@@ -140,7 +140,7 @@ def table(rows: list[dict[str, Any]], dataset: str) -> str:
         lines.append([
             row["model"], steps, row["train"]["wall_s"] / 60, row["train"]["cpu_s"] / 60,
             row["eval"]["wall_s"] / 60 if "eval" in row else None,
-            metrics.get("fid"), None if metrics.get("kid") is None else 1e3 * metrics["kid"],
+            metrics.get("fid"), metrics.get("kid"),
             metrics.get("precision"), metrics.get("recall"), metrics.get("inception_score"),
             "" if value is None else f"{value:.3f} {unit}",
             "" if published is None else f"{published[0]} {published[1]} ({published[2]})",

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 import genlab
 from genlab.data import DataSpec
-from genlab.metrics.report import format_report, measure_metrics
+from genlab.metrics.report import format_report, held_out_subset, measure_metrics, model_likelihood
 from genlab.models.diffusion import GaussianMixtureData
 from genlab.models.diffusion.analytic import ExactDenoiserNetwork
 from genlab.models.diffusion.model import DiffusionConfig, DiffusionModel
@@ -144,6 +144,25 @@ def test_which_diffusion_models_report_the_ode_likelihood():
     continuous_ddpm = genlab.create("ddpm", data=digits, schedule="subvp").likelihood_measures()
     assert [(m.name, m.kind, m.costly) for m in continuous_ddpm] == [("nll_ode", "dequantized", True)]
     assert "Hutchinson" in continuous_ddpm[0].description  # 64 dimensions
+
+
+def test_eval_computes_a_ddpm_variational_bound_on_likelihood_n_held_out_images():
+    """The DDPM bound costs one network evaluation per timestep, so evaluation takes likelihood_n of
+    the held-out images (seeded, without replacement), as for the ODE likelihood, and says so."""
+    digits = DataSpec("digits", kind="image", shape=(1, 8, 8), levels=17)
+    torch.manual_seed(0)
+    model = genlab.create("ddpm", data=digits, net="mlp", hidden=(32,), steps=20).eval()
+    assert model.costly_nll_bound and not genlab.create("vae", data=digits).costly_nll_bound
+    x = torch.randint(0, 17, (40, 1, 8, 8)).float() / 16
+    metrics, notes = model_likelihood(model, x, seed=3, likelihood_n=8)
+    assert [(n["name"], n["samples"], n["of"]) for n in notes] == [("nll_bound", 8, 40)]
+    subset = held_out_subset(x, 8, seed=3)
+    assert len(subset) == 8 and len({tuple(row.flatten().tolist()) for row in subset}) == 8  # no image twice
+    with torch.no_grad():
+        expected = model.nll_bound(subset, generator=torch.Generator().manual_seed(3)).mean()
+    assert metrics["nll_bound_nats"] == pytest.approx(float(expected), rel=1e-6)
+    # at most likelihood_n images: every one, in order
+    assert torch.equal(held_out_subset(x[:8], 8, seed=3), x[:8])
 
 
 def test_eval_reports_the_vq_vae_code_length_of_its_prior():

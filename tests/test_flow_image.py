@@ -113,7 +113,8 @@ def test_uniform_dequantization_bits_per_dim_match_a_hand_computation():
     x = (v / (levels - 1)).expand(20_000, 3)  # stored values a + v (b - a) / (L - 1)
     expected_nll = (0.5 * math.log(2 * math.pi) + 0.5 * (v**2 + v + 1 / 3) / levels**2).sum().item()
     expected_bpd = (expected_nll + 3 * math.log(levels)) / (3 * math.log(2))
-    report = model_likelihood(model, x, seed=0)
+    report, notes = model_likelihood(model, x, seed=0)
+    assert [(n["name"], n["samples"], n["of"]) for n in notes] == [("nll", 20_000, 20_000)]  # cheap: every sample
     # Monte Carlo: the per-sample NLL has a standard deviation below 0.2 nats, so its mean over 20,000 draws is within 0.005
     assert report["nll_nats"] == pytest.approx(expected_nll, abs=0.005)
     assert report["nll_bits_per_dim"] == pytest.approx(expected_bpd, abs=0.005 / (3 * math.log(2)))
@@ -184,7 +185,7 @@ def test_variational_dequantization_tightens_a_valid_bound():
     assert uniform_gap > 0.1  # the uniform q is far from p(x' | v) on such wide bins
     assert 0.0 <= after < 0.5 * uniform_gap, (before, after, uniform_gap)
     # the evaluation reports it as a bound, in bits/dim with the dequantization correction
-    report = model_likelihood(model, x[:400], seed=0)
+    report, _ = model_likelihood(model, x[:400], seed=0)
     assert set(report) == {"nll_bound_nats", "nll_bound_bits_per_dim"}
     expected_bpd = (report["nll_bound_nats"] - width_term) / (2 * math.log(2))
     assert report["nll_bound_bits_per_dim"] == pytest.approx(expected_bpd)

@@ -42,8 +42,8 @@ def evaluate_run(
 
     The model draws as many samples as the split holds, at least MIN_GENERATED (or n), from a
     generator seeded with `seed`. Besides `log_prob` / `nll_bound`, the model's
-    `likelihood_measures` are reported (a diffusion model's ODE likelihood, a VQ-VAE's code length),
-    the costly ones on `likelihood_n` held-out samples (None: LIKELIHOOD_N); report["likelihoods"]
+    `likelihood_measures` are reported (a diffusion model's ODE likelihood, a VQ-VAE's code length);
+    the costly ones (and a costly `nll_bound`, a DDPM's variational bound) on `likelihood_n` held-out samples (None: LIKELIHOOD_N); report["likelihoods"]
     says how and on how many samples each was computed.
     """
     import genlab.data
@@ -68,9 +68,10 @@ def evaluate_run(
     if not torch.isfinite(fake).all():
         raise RunError(f"the model's samples are not finite (NaN or infinite values); the run in '{run_dir}' has diverged: "
                        "resume it from an earlier checkpoint with a smaller --lr, or retrain")
+    bound, bound_notes = model_likelihood(model, real, seed, likelihood_n=likelihood_n)
     measured, notes = measure_metrics(model, real, seed=seed, likelihood_n=likelihood_n, split=split)
-    report["model"] = {**sample_metrics(real, fake, model.spec, extractor, seed), **model_likelihood(model, real, seed), **measured}
-    report["likelihoods"] = notes
+    report["model"] = {**sample_metrics(real, fake, model.spec, extractor, seed), **bound, **measured}
+    report["likelihoods"] = bound_notes + notes
     for name in baselines:
         if name not in BASELINES:
             raise ConfigError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")

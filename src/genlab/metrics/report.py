@@ -70,22 +70,41 @@ def nll_metrics(nll: Tensor, spec: DataSpec, *, kind: str, key: str) -> dict[str
     return {f"{key}_nats": float(nll.mean()), f"{key}_bits_per_dim": float(bpd.mean())}
 
 
-def model_likelihood(model, x: Tensor, seed: int) -> dict[str, float]:
+def model_likelihood(model, x: Tensor, seed: int, likelihood_n: int | None = None) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """The model's `log_prob` (exact) or `nll_bound` on held-out x (N, *shape), as `likelihood_metrics`,
+    and notes as `measure_metrics` gives them. A model whose bound costs many network evaluations
+    per sample (`costly_nll_bound`, a DDPM's variational bound: one per timestep) is evaluated on
+    `likelihood_n` of the N samples (`held_out_subset`); {} and no note where the model has neither."""
     device = model.device
     parts: list[Tensor] = []
     kind = model.likelihood_kind()
+    exact = model.exact_likelihood
+    subset = held_out_subset(x, likelihood_n, seed) if model.costly_nll_bound and not exact else x
     try:
         with torch.no_grad():
-            if model.exact_likelihood:
-                for chunk in x.split(256):
+            if exact:
+                for chunk in subset.split(256):
                     parts.append(model.log_prob(chunk.to(device)).cpu())
-                return likelihood_metrics(torch.cat(parts), model.spec, exact=True, kind=kind)
-            generator = torch.Generator().manual_seed(seed)
-            for chunk in x.split(64):
-                parts.append(model.nll_bound(chunk.to(device), generator=generator).cpu())
-            return likelihood_metrics(torch.cat(parts), model.spec, exact=False, kind=kind)
+            else:
+                generator = torch.Generator().manual_seed(seed)
+                for chunk in subset.split(64):
+                    parts.append(model.nll_bound(chunk.to(device), generator=generator).cpu())
     except NotImplementedError:
-        return {}
+        return {}, []
+    unit = "images" if model.spec.kind == "image" else "samples"
+    note = {"name": "nll" if exact else "nll_bound", "description": "exact log-likelihood" if exact else "the model's bound on the NLL",
+            "samples": len(subset), "of": len(x), "unit": unit}  # fmt: skip
+    return likelihood_metrics(torch.cat(parts), model.spec, exact=exact, kind=kind), [note]
+
+
+def held_out_subset(x: Tensor, likelihood_n: int | None, seed: int) -> Tensor:
+    """likelihood_n (default LIKELIHOOD_N) of the samples of x, drawn without replacement by a
+    generator seeded with seed and kept in their order; all of x where it holds no more."""
+    likelihood_n = LIKELIHOOD_N if likelihood_n is None else likelihood_n
+    if len(x) <= likelihood_n:
+        return x
+    index = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:likelihood_n]
+    return x[index.sort().values]
 
 
 # held-out samples a costly likelihood (an ODE solve per sample) is evaluated on unless told otherwise
@@ -103,10 +122,7 @@ def measure_metrics(model, x: Tensor, *, seed: int, likelihood_n: int = LIKELIHO
     notes: list[dict[str, Any]] = []
     unit = "images" if model.spec.kind == "image" else "samples"
     for measure in model.likelihood_measures():
-        subset = x
-        if measure.costly and len(x) > likelihood_n:
-            index = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:likelihood_n]
-            subset = x[index.sort().values]
+        subset = held_out_subset(x, likelihood_n, seed) if measure.costly else x
         generator = torch.Generator().manual_seed(seed)
         with torch.no_grad():
             nll = torch.cat([measure.nll(chunk.to(model.device), generator).detach().double().cpu() for chunk in subset.split(measure.batch_size)])

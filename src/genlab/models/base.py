@@ -101,6 +101,9 @@ class GenerativeModel(nn.Module):
     config_class: ClassVar[type[Config]] = Config
     name: ClassVar[str] = ""  # set by @register
     exact_likelihood: ClassVar[bool] = False
+    # `nll_bound` costs many network evaluations per sample (a DDPM's bound: one per timestep), so
+    # evaluation computes it on a bounded number of held-out samples, as for a costly LikelihoodMeasure
+    costly_nll_bound: ClassVar[bool] = False
     has_custom_step: ClassVar[bool] = False
     # the kinds of data (DataSpec.kind) the model is built for; `genlab.create` refuses the others
     data_kinds: ClassVar[tuple[str, ...]] = ("image", "vector", "table")

@@ -221,6 +221,7 @@ class DiffusionModel(GenerativeModel, Standardizer):
     # sized for the small presets on small data (digits, the 2D toys) trained on a CPU
     train_defaults = {"max_steps": 4000, "lr": 1e-3, "lr_schedule": "cosine", "warmup_steps": 100, "ema_decay": 0.999}
     cpu_train_defaults = {"max_steps": 1800, "batch_size": 64, "ema_decay": 0.995}
+    costly_nll_bound = True  # the variational bound evaluates the network at every one of the N timesteps
 
     def __init__(self, config: DiffusionConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
