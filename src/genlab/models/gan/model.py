@@ -586,7 +586,9 @@ def _mean_pairwise_distance(x: Tensor) -> Tensor:
     b = flat.shape[0]
     if b < 2:
         return flat.new_zeros(())
-    return torch.cdist(flat, flat).sum() / (b * (b - 1))
+    # the direct difference, not the matmul expansion |a|^2 + |b|^2 - 2ab, whose rounding gives
+    # identical rows a distance of order sqrt(eps |a|^2) and a collapsed generator some "diversity"
+    return torch.cdist(flat, flat, compute_mode="donot_use_mm_for_euclid_dist").sum() / (b * (b - 1))
 
 
 class TrainingMonitor:
