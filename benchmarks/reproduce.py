@@ -42,6 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import environment, format_table, write_json  # noqa: E402
 
+from genlab.train.run import read_run_config  # noqa: E402
+
 MODELS = ("vae", "vq-vae", "dcgan", "wgan-gp", "realnvp", "glow", "pixelcnn", "ddpm", "edm")
 
 # (dataset, model) -> (value, unit, source). Bits/dim of uniformly dequantized 8-bit MNIST, as tabled
@@ -103,8 +105,7 @@ def reproduce_one(model: str, args: argparse.Namespace, genlab: list[str], out: 
         command += args.train_arg
         train = {**run_timed(command, log), "command": " ".join(command)}
         record_path.write_text(json.dumps({"train": train}, indent=2))
-    config = json.loads(json.dumps(_read_config(run)))
-    row: dict[str, Any] = {"model": model, "run": str(run), "train": train, "config": config}
+    row: dict[str, Any] = {"model": model, "run": str(run), "train": train, "config": read_run_config(run)}
     n = args.n_for.get(model, args.n)
     eval_path = run / "eval.json"
     if not (args.reuse_eval and eval_path.is_file()):
@@ -117,12 +118,6 @@ def reproduce_one(model: str, args: argparse.Namespace, genlab: list[str], out: 
     row["n_real"], row["n_fake"], row["metrics"] = report["n_real"], report["n_fake"], report["model"]
     row["likelihoods"] = report.get("likelihoods", [])
     return row
-
-
-def _read_config(run: Path) -> dict[str, Any]:
-    from genlab.train.run import read_run_config
-
-    return read_run_config(run)
 
 
 def table(rows: list[dict[str, Any]], dataset: str) -> str:
@@ -200,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(table(rows[-1:], args.name), flush=True)
     text = table(rows, args.name)
     print("\n" + text)
-    payload = {"settings": {k: v for k, v in vars(args).items()}, "environment": environment(), "rows": rows, "table": text}
+    payload = {"settings": vars(args), "environment": environment(), "rows": rows, "table": text}
     write_json(args.json, payload)
     return payload
 
