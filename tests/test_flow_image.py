@@ -287,3 +287,46 @@ def test_conditioner_dropout_acts_in_training_only():
     u_back, inverse_log_det = model.transform.inverse(z)
     torch.testing.assert_close(u_back, u, rtol=0, atol=1e-10)
     torch.testing.assert_close(inverse_log_det, -log_det, rtol=0, atol=1e-10)
+
+
+def test_noise_padding_gives_glow_odd_sides_and_a_valid_bound():
+    """A 5x5 image under one squeeze: padded with one row and one column of e ~ N(0, I) to 6x6.
+    -log p(x) <= E_e[-log p_flow(g(x) (+) e) - log|det g'| + log q(e)] (Jensen). An untrained Glow is
+    volume preserving and maps N(0, I) to itself (orthogonal 1x1 convolutions, identity couplings,
+    ActNorm not yet initialised), so p_flow(u (+) e) = N(u) q(e): the bound is then exact for every
+    draw. A perturbed one has a positive gap, which many importance draws of e close from above."""
+    spec = DataSpec("odd", kind="image", shape=(1, 5, 5), value_range=(0.0, 1.0))
+    model = Glow(GlowConfig(steps=2, scales=1, **TINY_IMAGE), spec).double().eval()
+    assert model.noise_padding == (1, 1) and model.latent_shape == (36,) and not model.exact_likelihood
+    with pytest.raises(NotImplementedError, match="pads the images with noise"):
+        model.log_prob(torch.full((1, 1, 5, 5), 0.5, dtype=torch.float64))
+    x = 0.05 + 0.9 * torch.rand(3, 1, 5, 5, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    u, log_det_logit = model.preprocess(x)
+    exact = -(standard_normal_log_prob(u.reshape(3, -1)) + log_det_logit)
+    with torch.no_grad():
+        for seed in range(3):
+            # the 1x1 convolutions were drawn orthogonal in float32: equal to its rounding
+            torch.testing.assert_close(model.nll_bound(x, generator=torch.Generator().manual_seed(seed)), exact, rtol=0, atol=1e-5)
+
+    _perturb(model, 0.3)
+    with torch.no_grad():
+        draws = torch.stack([model.nll_bound(x, generator=torch.Generator().manual_seed(seed)) for seed in range(2000)])  # (K, B)
+    assert not torch.allclose(draws[0], draws[1])  # the bound depends on e
+    bound = draws.mean(0)
+    importance = -(torch.logsumexp(-draws, dim=0) - math.log(len(draws)))  # -log p(x), approached from above
+    gap = bound - importance
+    assert bool((gap > 0.01).all()), gap
+    half = -(torch.logsumexp(-draws[:20], dim=0) - math.log(20))
+    assert bool((half >= importance - 1e-6).all())  # more draws: a tighter estimate (in expectation; by far here)
+
+    samples = model.sample(4, generator=torch.Generator().manual_seed(0))
+    assert samples.shape == (4, 1, 5, 5) and float(samples.min()) >= 0.0 and float(samples.max()) <= 1.0
+
+
+def test_noise_padding_is_refused_where_asked_and_where_the_side_is_too_small():
+    spec = DataSpec("odd", kind="image", shape=(1, 25, 25), value_range=(0.0, 1.0), levels=256)
+    assert Glow(GlowConfig(steps=1, **TINY_IMAGE), spec).noise_padding == (3, 3)  # 25 -> 28 for scales=2
+    with pytest.raises(ConfigError, match=r"resize=24, or --set padding=noise"):
+        Glow(GlowConfig(steps=1, padding="none", **TINY_IMAGE), spec)
+    with pytest.raises(ConfigError, match="padding"):
+        GlowConfig(padding="zeros")

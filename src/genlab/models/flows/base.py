@@ -243,6 +243,9 @@ class FlowModel(GenerativeModel):
         self.context_dim = spec.num_classes if self.class_conditional else None
         self.num_classes = self.context_dim
         self.dequantizer: nn.Module | None = None
+        # rows and columns of noise appended to the flow's input (`set_noise_padding`): none unless a
+        # subclass needs sides its squeezes can halve
+        self.noise_padding: tuple[int, int] = (0, 0)
         if getattr(config, "dequantization", "uniform") == "variational" and spec.levels is not None:
             from genlab.models.flows.layers import VariationalDequantizer  # layers builds on this module
 
@@ -299,6 +302,43 @@ class FlowModel(GenerativeModel):
         u, log_q = self.dequantizer(levels / (self.spec.levels - 1), context, generator=generator)
         return low + (levels + u) * ((high - low) / self.spec.levels), log_q
 
+    def set_noise_padding(self, rows: int, columns: int) -> tuple[int, ...]:
+        """Make the flow model images `rows` and `columns` larger than the data: the flow's input
+        is g(x') with `rows` rows at the bottom and `columns` columns on the right of noise
+        e ~ q(e) = N(0, I) (augmentation, Huang et al. 2020, "Augmented normalizing flows"; Chen
+        et al. 2020, "VFlow"), so that a flow whose squeezes need even sides models any side. The
+        marginal of the flow's density over e is a density on x', and by Jensen
+
+            log p(x') >= E_e[log p_flow(g(x') (+) e) + log|det dg/dx'| - log q(e)],
+
+        so the likelihood becomes a bound (`exact_likelihood` False, reported by `nll_bound`); a
+        sample is the flow's sample with the padding cropped off. Returns the padded (C, H, W)."""
+        self.noise_padding = (int(rows), int(columns))
+        if rows or columns:
+            self.exact_likelihood = False
+        channels, height, width = self.spec.shape
+        return (channels, height + rows, width + columns)
+
+    def pad_with_noise(self, u: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """u (B, C, H, W) -> (B, C, H + rows, W + columns) with N(0, I) noise appended, and log q of
+        the noise (B,); u itself and zeros where the model has no padding."""
+        rows, columns = self.noise_padding
+        if not (rows or columns):
+            return u, u.new_zeros(u.shape[0])
+        batch, channels, height, width = u.shape
+        right = sample_standard_normal((batch, channels, height, columns), generator=generator, device=u.device, dtype=u.dtype)
+        bottom = sample_standard_normal((batch, channels, rows, width + columns), generator=generator, device=u.device, dtype=u.dtype)
+        padded = torch.cat([torch.cat([u, right], dim=3), bottom], dim=2)
+        log_q = standard_normal_log_prob(right.reshape(batch, -1)) + standard_normal_log_prob(bottom.reshape(batch, -1))
+        return padded, log_q
+
+    def crop_padding(self, u: Tensor) -> Tensor:
+        """The inverse of `pad_with_noise` on the data's part: (B, C, H', W') -> (B, *spec.shape)."""
+        rows, columns = self.noise_padding
+        if not (rows or columns):
+            return u
+        return u[..., : u.shape[-2] - rows, : u.shape[-1] - columns]
+
     def base_log_prob(self, z: Tensor) -> Tensor:
         """log N(z; 0, I) summed per sample: (B, *latent_shape) -> (B,)."""
         return standard_normal_log_prob(z.reshape(z.shape[0], -1))
@@ -317,12 +357,14 @@ class FlowModel(GenerativeModel):
         return F.one_hot(y.long(), self.spec.num_classes).to(self._dtype)
 
     # -- densities ------------------------------------------------------------------------------
-    def continuous_log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+    def continuous_log_prob(self, x: Tensor, context: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
         """log p(x) of the model's density on continuous (or dequantized) x (B, *spec.shape), (B,):
-        log N(f(g(x)); 0, I) + log|det df/du| + log|det dg/dx|, g the preprocessing."""
+        log N(f(g(x)); 0, I) + log|det df/du| + log|det dg/dx|, g the preprocessing. With noise
+        padding (`set_noise_padding`): one draw of the bound, with e from `generator`, minus log q(e)."""
         u, log_det_pre = self.preprocess(x)
+        u, log_q_padding = self.pad_with_noise(u, generator)
         z, log_det = self.transform(u, context)
-        return self.base_log_prob(z) + log_det + log_det_pre
+        return self.base_log_prob(z) + log_det + log_det_pre - log_q_padding
 
     def log_prob(self, x: Tensor, cond: Tensor | None = None, *, generator: torch.Generator | None = None) -> Tensor:
         """log p(x) per sample in nats, (B,), x (B, *spec.shape) in the data's space.
@@ -337,9 +379,8 @@ class FlowModel(GenerativeModel):
         (K passes, one dequantization draw).
         """
         if not self.exact_likelihood:
-            raise NotImplementedError(
-                f"{type(self).__name__} uses variational dequantization, which gives a bound on -log P(x): use nll_bound(x)"
-            )
+            why = "pads the images with noise" if any(self.noise_padding) else "uses variational dequantization"
+            raise NotImplementedError(f"{type(self).__name__} {why}, which gives a bound on -log P(x): use nll_bound(x)")
         if self.spec.levels is not None:
             if generator is None:
                 generator = torch.Generator(device=x.device).manual_seed(_LOG_PROB_SEED)
@@ -367,7 +408,7 @@ class FlowModel(GenerativeModel):
 
     def _nll_bound(self, x: Tensor, generator: torch.Generator | None, context: Tensor | None) -> Tensor:
         x_dequantized, log_q = self.dequantize_with_log_q(x, generator, context)
-        return -(self.continuous_log_prob(x_dequantized, context) - log_q)
+        return -(self.continuous_log_prob(x_dequantized, context, generator) - log_q)
 
     # -- training --------------------------------------------------------------------------------
     def loss(self, batch: Batch) -> Loss:
@@ -399,7 +440,7 @@ class FlowModel(GenerativeModel):
             context = self.context(y) if self.class_conditional else None
             x_dequantized, _ = self.dequantize_with_log_q(x, generator, context)
             u, _ = self.preprocess(x_dequantized)
-            self.transform(u, context)
+            self.transform(self.pad_with_noise(u, generator)[0], context)
 
     # -- generation --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -415,7 +456,7 @@ class FlowModel(GenerativeModel):
         context = self.context(cond)
         z = self.base_sample((n, *self.latent_shape), generator) * getattr(self.config, "temperature", 1.0)
         u, _ = self.transform.inverse(z, context)
-        x = self.postprocess(u)
+        x = self.postprocess(self.crop_padding(u))
         return quantize(x, self.spec) if self.spec.levels is not None else x
 
     @property

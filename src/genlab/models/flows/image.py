@@ -19,6 +19,7 @@ glow, vectors: `steps` steps of ActNorm -> LU linear map -> affine coupling (hal
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Sequence
 
 from genlab.data.dataset import DataSpec
@@ -30,6 +31,7 @@ from genlab.nn.presets import SIZE_PRESETS, size_config
 from genlab.registry import register
 
 COUPLINGS = ("affine", "additive")
+PADDINGS = ("noise", "none")
 SCALES = ("tanh", "sigmoid")
 
 # Training options by kind of data: a small image set overfits sooner (validation bits/dim rise
@@ -62,13 +64,13 @@ def _dropout(config, spec: DataSpec) -> float:
     return IMAGE_DROPOUT if spec.kind == "image" else 0.0
 
 
-def _check_scales(spec: DataSpec, squeezes: int, model: str, scales: int, *, last_side: int = 1) -> None:
+def _check_scales(spec: DataSpec, squeezes: int, model: str, scales: int, *, last_side: int = 1, odd_hint: str = "") -> None:
     """The sides must halve `squeezes` times and leave at least `last_side` pixels (RealNVP's last
     couplings are checkerboards: 2; Glow's split channels: 1)."""
     _, h, w = spec.shape
     if h % 2**squeezes or w % 2**squeezes or min(h, w) < last_side * 2**squeezes:
         if h % 2 or w % 2:
-            fix = f"resize the images to sides that 2^{squeezes} divides, e.g. --data-option resize={h - h % 2**squeezes}"
+            fix = f"resize the images to sides that 2^{squeezes} divides, e.g. --data-option resize={h - h % 2**squeezes}{odd_hint}"
         else:
             fix = "set scales to at most the number of times 2 divides them"
         raise ConfigError(
@@ -235,6 +237,9 @@ class GlowConfig(FlowConfig):
         from the kept half (Glow's), else N(0, I).
     dropout: dropout inside the conditioners while training (against overfitting small data sets);
         None: 0.1 on images, 0 on vectors.
+    padding: images whose sides 2^scales does not divide (a 25x25 face): "noise" pads them at the
+        bottom and right with N(0, I) noise up to the next multiple (`FlowModel.set_noise_padding`;
+        the likelihood is then a bound) where the sides are at least 2^scales, "none" refuses them.
     """
 
     preset: str = "auto"
@@ -248,10 +253,12 @@ class GlowConfig(FlowConfig):
     scale: str = "tanh"
     learned_prior: bool = True
     dropout: float | None = None
+    padding: str = "noise"
 
     def validate(self) -> None:
         super().validate()
         self._choice("preset", SIZE_PRESETS)
+        self._choice("padding", PADDINGS)
         self._positive("scales", *(f for f in ("steps", "channels") if getattr(self, f) is not None))
         if self.blocks is not None:
             self._positive("blocks", allow_zero=True)
@@ -286,9 +293,15 @@ class Glow(FlowModel):
         config = size_config(config, GLOW_PRESETS, sized_data=is_large_image(spec))
         super().__init__(config, spec)
         if spec.kind == "image":
-            _check_scales(spec, config.scales, "glow", config.scales)
-            self.transform = multi_scale(spec.shape, config.scales, self._scale_block)
-            self.latent_shape = (spec.dim,)
+            shape = tuple(spec.shape)
+            multiple = 2**config.scales
+            rows, columns = -shape[1] % multiple, -shape[2] % multiple
+            # pads of fewer pixels than a side: more scales than the image has room for stay refused
+            if config.padding == "noise" and (rows or columns) and min(shape[1:]) >= multiple:
+                shape = self.set_noise_padding(rows, columns)
+            _check_scales(dataclasses.replace(spec, shape=shape), config.scales, "glow", config.scales, odd_hint=", or --set padding=noise")
+            self.transform = multi_scale(shape, config.scales, self._scale_block)
+            self.latent_shape = (math.prod(shape),)
         else:
             self.transform = Compose(*[layer for i in range(config.steps) for layer in self._step(spec.shape, i)])
 
