@@ -22,7 +22,7 @@ their source; most of the families' papers give none for these datasets.
     python benchmarks/reproduce.py --data mnist --json results/reproduce-mnist.json
     python benchmarks/reproduce.py --data fashion_mnist --models vae,dcgan,ddpm
     python benchmarks/reproduce.py --data ../shared/datasets/olivetti-faces/faces.npz --name faces \\
-        --models vae,ddpm --extractor runs/faces-extractor.safetensors
+        --models vae,ddpm --extractor runs/faces-features.safetensors --split train -n 1000
     python benchmarks/reproduce.py --data digits --models vae --quick      # smoke run; numbers mean nothing
 """
 
@@ -112,10 +112,11 @@ def reproduce_one(model: str, args: argparse.Namespace, genlab: list[str], out: 
         command = [*genlab, "eval", str(run), *data_flags, "--seed", str(args.seed)]
         command += ["-n", str(n)] if n else []
         command += ["--extractor", args.extractor] if args.extractor else []
-        command += ["--likelihood-n", str(args.likelihood_n)]
+        command += ["--likelihood-n", str(args.likelihood_n), "--split", args.split]
         row["eval"] = {**run_timed(command, log), "command": " ".join(command)}
     report = json.loads(eval_path.read_text())
     row["n_real"], row["n_fake"], row["metrics"] = report["n_real"], report["n_fake"], report["model"]
+    row["split"] = report.get("split", "test")
     row["likelihoods"] = report.get("likelihoods", [])
     return row
 
@@ -139,7 +140,7 @@ def table(rows: list[dict[str, Any]], dataset: str) -> str:
             metrics.get("precision"), metrics.get("recall"), metrics.get("inception_score"),
             "" if value is None else f"{value:.3f} {unit}",
             "" if published is None else f"{published[0]} {published[1]} ({published[2]})",
-            f"{row['n_fake']:,} vs {row['n_real']:,}",
+            f"{row['n_fake']:,} vs {row['n_real']:,} {row.get('split', 'test')}",
         ])  # fmt: skip
     return format_table(headers, lines)
 
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("-n", "--n", type=int, default=10000, help="samples each model draws for eval (default 10,000)")
     parser.add_argument("--n-for", action="append", default=[], help="MODEL=N: another sample count for MODEL (repeatable)")
     parser.add_argument("--likelihood-n", type=int, default=256, help="held-out images for the costly likelihoods (ODE)")
+    parser.add_argument("--split", default="test", choices=("test", "val", "train"),
+                        help="the real images eval compares with (default test; train for a set as small as the 40 test faces)")
     parser.add_argument("--extractor", default=None, help="feature extractor for eval (default: the dataset's shipped one)")
     parser.add_argument("--train-arg", action="append", default=[], help="extra `genlab train` argument (repeatable; use --train-arg=--flag)")
     parser.add_argument("--retrain", action="store_true", help="train again even where a finished run exists")

@@ -34,7 +34,7 @@ def test_quick_run_trains_evaluates_and_reuses_the_run(tmp_path):
     assert math.isfinite(metrics["fid"]) and 0.0 <= metrics["precision"] <= 1.0
     # a flow's exact likelihood of 8x8 digits with 17 levels: positive and below 8 bits of raw bytes
     assert 0.0 < metrics["nll_bits_per_dim"] < 8.0
-    assert "bits/dim" in payload["table"] and json.loads((tmp_path / "r.json").read_text())["rows"][0]["model"] == "glow"
+    assert "50 vs 180 test" in payload["table"] and "bits/dim" in payload["table"] and json.loads((tmp_path / "r.json").read_text())["rows"][0]["model"] == "glow"
 
     # a second call keeps the finished run's training and its recorded times
     again = script.main([*argv, "--reuse-eval"])

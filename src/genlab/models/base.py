@@ -90,6 +90,25 @@ class Trajectory:
     title: str
 
 
+# the image size the `cpu_train_defaults` batches are set for (MNIST), and the smallest batch the
+# scaling to larger images goes down to
+CPU_REFERENCE_PIXELS = 28 * 28
+MIN_CPU_BATCH = 16
+
+
+def cpu_batch_size(batch_size: int, pixels: int) -> int:
+    """A CPU default batch for images of `pixels` (H W): batch_size x CPU_REFERENCE_PIXELS / pixels,
+    rounded down to a multiple of 8 and at least MIN_CPU_BATCH; never larger than batch_size.
+
+    >>> cpu_batch_size(128, 28 * 28), cpu_batch_size(128, 32 * 32), cpu_batch_size(128, 64 * 64), cpu_batch_size(64, 64 * 64)
+    (128, 96, 24, 16)
+    """
+    if pixels <= CPU_REFERENCE_PIXELS:
+        return batch_size
+    scaled = batch_size * CPU_REFERENCE_PIXELS // pixels // 8 * 8
+    return min(batch_size, max(MIN_CPU_BATCH, scaled))
+
+
 class GenerativeModel(nn.Module):
     """Base of every model: `loss(batch)`, `sample(n)`, and `log_prob(x)` or a named bound.
 
@@ -132,11 +151,23 @@ class GenerativeModel(nn.Module):
     # -- training ---------------------------------------------------------------------
     def training_defaults(self) -> dict[str, Any]:
         """The training options `fit` uses where the caller gave none: `train_defaults`, updated by
-        `cpu_train_defaults` when the "cpu" size preset sized this model's networks."""
+        `cpu_train_defaults` when the "cpu" size preset sized this model's networks. Those are set
+        for MNIST's 28 x 28 pixels; on larger images the batch shrinks in proportion to the pixels
+        (`cpu_batch_size`), so that a default step, and a default run, costs about what it does on
+        MNIST instead of growing with the image (5x at 64 x 64)."""
         from genlab.nn.builders import is_large_image
 
         sized_for_cpu = getattr(self.config, "preset", None) == "cpu" and is_large_image(self.spec)
-        return {**self.train_defaults, **self.cpu_train_defaults} if sized_for_cpu else dict(self.train_defaults)
+        if not sized_for_cpu:
+            return dict(self.train_defaults)
+        from genlab.train.config import TrainConfig
+
+        defaults = {**self.train_defaults, **self.cpu_train_defaults}
+        batch_size = defaults.get("batch_size", TrainConfig.batch_size)
+        scaled = cpu_batch_size(batch_size, self.spec.shape[-2] * self.spec.shape[-1])
+        if scaled != batch_size:
+            defaults["batch_size"] = scaled
+        return defaults
 
     def loss(self, batch: Batch) -> Loss:
         """The objective on a batch (a Loss with total and named terms)."""
