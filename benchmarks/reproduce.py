@@ -121,6 +121,28 @@ def reproduce_one(model: str, args: argparse.Namespace, genlab: list[str], out: 
     return row
 
 
+def real_reference(args: argparse.Namespace) -> dict[str, Any]:
+    """The real-vs-real row, in the same process as a user's `genlab eval` would compute it: real
+    images the eval split does not hold (the train split, or, when the eval compares with the train
+    split, every other split) stand in for the samples, up to -n of them (the first ones), against
+    the eval split in the same features. What a perfect model would score at this sample size."""
+    import torch
+
+    import genlab.data
+    from genlab.metrics.report import default_extractor, sample_metrics
+
+    options = dict(option.split("=", 1) for option in args.data_option)
+    data = genlab.data.load(args.data, root=args.root, seed=args.seed, **options)
+    real = data.split(args.split).tensors()[0]
+    others = [name for name in data.split_names if name != args.split] if args.split == "train" else ["train"]
+    stand_in = torch.cat([data.split(name).tensors()[0] for name in others])[: args.n]
+    extractor = args.extractor or default_extractor(data.spec)
+    start = time.perf_counter()
+    metrics = sample_metrics(real, stand_in, data.spec, extractor, args.seed)
+    return {"model": "real " + "+".join(others), "train": {"wall_s": 0.0, "cpu_s": 0.0}, "config": {}, "metrics": metrics,
+            "n_real": len(real), "n_fake": len(stand_in), "split": args.split, "eval": {"wall_s": time.perf_counter() - start}}
+
+
 def table(rows: list[dict[str, Any]], dataset: str) -> str:
     headers = ["model", "steps", "train min", "train CPU-min", "eval min", "FID", "KID", "precision", "recall", "IS",
                "likelihood", "published", "samples"]  # fmt: skip
@@ -168,6 +190,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("-n", "--n", type=int, default=10000, help="samples each model draws for eval (default 10,000)")
     parser.add_argument("--n-for", action="append", default=[], help="MODEL=N: another sample count for MODEL (repeatable)")
     parser.add_argument("--likelihood-n", type=int, default=256, help="held-out images for the costly likelihoods (ODE)")
+    parser.add_argument("--real-reference", action="store_true",
+                        help="first a row of real images the eval split does not hold, in place of samples (what a perfect model scores)")
     parser.add_argument("--split", default="test", choices=("test", "val", "train"),
                         help="the real images eval compares with (default test; train for a set as small as the 40 test faces)")
     parser.add_argument("--extractor", default=None, help="feature extractor for eval (default: the dataset's shipped one)")
@@ -188,6 +212,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"{args.name}: {env_note}; runs and logs in {out}", flush=True)
 
     rows = []
+    if args.real_reference:
+        rows.append(real_reference(args))
+        print(table(rows[-1:], args.name), flush=True)
     for model in [m for m in args.models.split(",") if m]:
         print(f"{model} ...", flush=True)
         try:

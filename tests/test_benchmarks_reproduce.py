@@ -52,3 +52,16 @@ def test_likelihood_column_names_the_unit():
     assert script.likelihood({"fid": 3.0}) == (None, "")
     with pytest.raises(SystemExit, match="MODEL=N"):
         script.parse_n_for(["pixelcnn"])
+
+
+def test_real_reference_row_compares_real_images_the_split_does_not_hold(tmp_path):
+    """Real training digits in place of samples score like a near-perfect model (precision and
+    recall near 1 in the same features); against the train split the stand-ins are the other
+    splits' images."""
+    script = load_script()
+    argv = ["--data", "digits", "--models", "", "--quick", "--threads", "1", "--out", str(tmp_path / "runs"), "--real-reference"]
+    (row,) = script.main(argv)["rows"]
+    assert row["model"] == "real train" and row["n_fake"] == 50 and row["n_real"] == 180 and row["split"] == "test"
+    assert row["metrics"]["precision"] > 0.8 and row["metrics"]["recall"] > 0.8
+    (train_row,) = script.main([*argv, "--split", "train"])["rows"]
+    assert train_row["model"] == "real val+test" and train_row["split"] == "train" and train_row["n_real"] > 1000
