@@ -482,7 +482,7 @@ def test_presets_are_written_out_and_keep_their_names_and_defaults():
     expected = {
         "dcgan": ("DCGAN", dict(architecture="dcgan")),
         "wgan": ("WGAN", dict(loss="wasserstein", n_critic=5, optimizer="rmsprop", architecture="auto")),
-        "wgan-gp": ("WGANGP", dict(loss="wasserstein-gp", n_critic=5, betas=(0.5, 0.9), architecture="auto")),
+        "wgan-gp": ("WGANGP", dict(loss="wasserstein-gp", n_critic=None, betas=(0.5, 0.9), architecture="auto")),
         "lsgan": ("LSGAN", dict(loss="least-squares", architecture="auto")),
         "fgan": ("FGAN", dict(loss="f-gan", architecture="auto")),
         "sagan": ("SAGAN", dict(loss="hinge", architecture="dcgan", self_attention=True, spectral_norm="both",
@@ -497,3 +497,25 @@ def test_presets_are_written_out_and_keep_their_names_and_defaults():
         assert entry.config_class().to_dict() == GANConfig(**changes).to_dict()  # GANConfig's fields, other defaults
     assert genlab.registry.get("wgan-gp").model_class.train_defaults["max_steps"] == 15000
     assert genlab.registry.get("progan").model_class.data_kinds == ("image",)
+
+
+def test_wgan_gp_critic_steps_follow_the_size_preset_and_a_given_value_wins():
+    """The paper's n_critic = 5 for its networks and for vectors; 2 for the CPU networks, whose
+    10-minute budget would otherwise leave G a few hundred steps."""
+    spec = DataSpec("mnist-like", kind="image", shape=(1, 28, 28), value_range=(0.0, 1.0), levels=256)
+    assert genlab.create("wgan-gp", data=spec, preset="cpu").config.n_critic == 2
+    assert genlab.create("wgan-gp", data=spec, preset="paper").config.n_critic == 5
+    assert genlab.create("wgan-gp", data=genlab.data.load("moons", n=64), preset="cpu").config.n_critic == 5
+    assert genlab.create("wgan-gp", data=spec, preset="cpu", n_critic=3).config.n_critic == 3
+    with pytest.raises(ConfigError, match="n_critic"):
+        GANConfig(n_critic=0)
+
+
+def test_generator_channels_widen_g_alone():
+    spec = DataSpec("mnist-like", kind="image", shape=(1, 28, 28), value_range=(0.0, 1.0), levels=256)
+    model = genlab.create("dcgan", data=spec, preset="cpu", generator_channels=(32, 64, 128))
+    convs = [m for m in model.generator.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    assert [(c.in_channels, c.out_channels) for c in convs] == [(128, 64), (64, 32), (32, 1)]  # 7x7 -> 14 -> 28 -> image
+    d_convs = [m for m in model.discriminator.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert [c.out_channels for c in d_convs] == [16, 32, 64]  # D keeps the preset's widths
+    assert model.sample(2, generator=torch.Generator().manual_seed(0)).shape == (2, 1, 28, 28)

@@ -121,6 +121,8 @@ class GANConfig(Config):
     preset: "auto", "cpu" or "paper", the size of the convolutional nets on images of side >= 16
         (`genlab.nn.presets`): "cpu" widths (16, 32, 64), "paper" (64, 128).
     channels: convolution widths of D from full resolution down; G uses them reversed (None: the preset's).
+    generator_channels: G's own widths, from full resolution down like `channels` (None: the preset's,
+        else `channels`): a generator wider than its discriminator.
     generator_norm: dcgan G: "batch" (DCGAN) or "none".
     discriminator_norm: dcgan and mlp D: "batch", "layer" (GroupNorm with one group), "none", or
         "auto": batch for dcgan unless a penalty on D is per sample (wasserstein-gp's gradient
@@ -162,13 +164,14 @@ class GANConfig(Config):
     hidden: tuple[int, ...] = (256, 256, 256)
     preset: str = "auto"
     channels: tuple[int, ...] | None = None
+    generator_channels: tuple[int, ...] | None = None
     generator_norm: str = "batch"
     discriminator_norm: str = "auto"
     spectral_norm: str = "none"
     self_attention: bool = False
     class_conditional: bool = False
     embedding_dim: int = 16
-    n_critic: int = 1
+    n_critic: int | None = 1
     optimizer: str = "adam"
     lr_generator: float | None = None
     lr_discriminator: float | None = None
@@ -189,7 +192,9 @@ class GANConfig(Config):
         self._choice("spectral_norm", SPECTRAL_NORMS)
         self._choice("optimizer", OPTIMIZERS)
         self._choice("preset", SIZE_PRESETS)
-        self._positive("weight_clip", "embedding_dim", "n_critic", "grow_steps")
+        self._positive("weight_clip", "embedding_dim", "grow_steps")
+        if self.n_critic is not None:  # None: the size preset's (WGAN-GP)
+            self._positive("n_critic")
         self._positive("drift_weight", "r1_gamma", "instance_noise", "instance_noise_steps", "minibatch_discrimination", allow_zero=True)
         for field in ("lr_generator", "lr_discriminator", "truncation", "gp_weight", "latent_dim"):
             if getattr(self, field) is not None:
@@ -200,7 +205,7 @@ class GANConfig(Config):
         self.betas = tuple(float(v) for v in self.betas)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
             raise ConfigError(f"GANConfig.betas={self.betas!r} must be two numbers in [0, 1), e.g. (0.5, 0.999)")
-        for field in ("hidden", "channels") if self.channels is not None else ("hidden",):
+        for field in ("hidden", *(f for f in ("channels", "generator_channels") if getattr(self, f) is not None)):
             widths = tuple(getattr(self, field))
             if not widths or any(not isinstance(w, int) or w <= 0 for w in widths):
                 raise ConfigError(f"GANConfig.{field}={widths!r} must be positive integer widths, e.g. (64, 128)")
@@ -253,9 +258,11 @@ class GAN(GenerativeModel, Standardizer):
     # vectors and tables (MLP nets) replace these: small nets on low-dimensional data take a larger
     # learning rate and need more steps to resolve every mode of a mixture
     vector_train_defaults: dict[str, Any] = {"max_steps": 20000, "batch_size": 256, "lr": 1e-3}
+    # the config fields each size preset fills (`genlab.nn.presets`)
+    size_presets: dict[str, dict[str, Any]] = GAN_PRESETS
 
     def __init__(self, config: GANConfig, spec: DataSpec) -> None:
-        config = size_config(config, GAN_PRESETS, sized_data=is_large_image(spec))
+        config = size_config(config, type(self).size_presets, sized_data=is_large_image(spec))
         super().__init__(config, spec)
         self.architecture = self._resolve_architecture()
         self.network = NETWORK_KINDS[self.architecture]
@@ -317,7 +324,7 @@ class GAN(GenerativeModel, Standardizer):
     def _trunk_options(self) -> TrunkOptions:
         cfg = self.config
         return TrunkOptions(
-            hidden=cfg.hidden, channels=cfg.channels, generator_norm=cfg.generator_norm,
+            hidden=cfg.hidden, channels=cfg.channels, generator_channels=cfg.generator_channels, generator_norm=cfg.generator_norm,
             discriminator_norm=self._discriminator_norm(), self_attention=cfg.self_attention,
         )
 
@@ -672,12 +679,19 @@ class WGAN(GAN):
 @dataclasses.dataclass
 class WGANGPConfig(GANConfig):
     """GANConfig with WGAN-GP's critic: gradient penalty, 5 critic steps per generator step,
-    Adam betas (0.5, 0.9) (Gulrajani et al. 2017, Algorithm 1)."""
+    Adam betas (0.5, 0.9) (Gulrajani et al. 2017, Algorithm 1). n_critic None: the size preset's,
+    5 (the paper's) but 2 for the "cpu" networks (`WGANGP.size_presets`)."""
 
     loss: str = "wasserstein-gp"
     architecture: str = "auto"
-    n_critic: int = 5
+    n_critic: int | None = None
     betas: tuple[float, float] = (0.5, 0.9)
+
+
+# WGAN-GP's CPU networks: the paper's 5 critic steps per generator step would leave a 10-minute CPU
+# run a few hundred generator steps, too few to draw digits; with 2 (and Adam at 2e-4) the same
+# budget gives the generator 2,000 (README, "Images at real size")
+WGANGP_PRESETS = {"cpu": {**GAN_PRESETS["cpu"], "n_critic": 2}, "paper": {**GAN_PRESETS["paper"], "n_critic": 5}}
 
 
 @register("wgan-gp", WGANGPConfig, family="gan", summary="WGAN-GP (Gulrajani et al. 2017): Wasserstein critic with gradient penalty 10, n_critic 5, Adam(1e-4, 0.5, 0.9)")
@@ -685,8 +699,9 @@ class WGANGP(GAN):
     """WGAN-GP (Gulrajani et al. 2017): Adam(1e-4), and more steps than the other GANs, because
     `max_steps` counts critic iterations and G takes only one step in n_critic."""
 
+    size_presets = WGANGP_PRESETS
     train_defaults = {**GAN.train_defaults, "lr": 1e-4, "max_steps": 15000}
-    cpu_train_defaults = {"max_steps": 2500, "ema_decay": 0.995}
+    cpu_train_defaults = {"max_steps": 4000, "batch_size": 64, "lr": 2e-4, "ema_decay": 0.995}
 
 
 @dataclasses.dataclass

@@ -391,11 +391,17 @@ class Discriminator(nn.Module):
 @dataclasses.dataclass(frozen=True)
 class TrunkOptions:
     """What the trunks read from a config: MLP widths (`hidden`), convolution widths of D from full
-    resolution down (`channels`; generators take them reversed), G's and D's normalisation, and
-    SAGAN's attention block."""
+    resolution down (`channels`) and of G (`generator_channels`, None: D's; generators take them
+    reversed, smallest resolution first), G's and D's normalisation, and SAGAN's attention block."""
+
+    def generator_widths(self) -> tuple[int, ...]:
+        """G's convolution widths from the smallest resolution up."""
+        return tuple(self.generator_channels or self.channels)[::-1]
+
 
     hidden: tuple[int, ...] = (256, 256, 256)
     channels: tuple[int, ...] = (64, 128)
+    generator_channels: tuple[int, ...] | None = None
     generator_norm: str = "batch"
     discriminator_norm: str = "none"
     self_attention: bool = False
@@ -447,7 +453,7 @@ register_network_kind(NetworkKind(
 register_network_kind(NetworkKind(
     "dcgan",
     generator_trunk=lambda in_dim, shape, o: DCGANGenerator(
-        in_dim, shape, channels=o.channels[::-1], norm=o.generator_norm, self_attention=o.self_attention
+        in_dim, shape, channels=o.generator_widths(), norm=o.generator_norm, self_attention=o.self_attention
     ),
     discriminator_trunk=lambda shape, o: DCGANDiscriminatorTrunk(
         shape, channels=o.channels, norm=o.discriminator_norm, self_attention=o.self_attention
@@ -456,7 +462,7 @@ register_network_kind(NetworkKind(
 ))
 register_network_kind(NetworkKind(
     "progressive",
-    generator_trunk=lambda in_dim, shape, o: ProgressiveGenerator(in_dim, shape, channels=o.channels[::-1]),
+    generator_trunk=lambda in_dim, shape, o: ProgressiveGenerator(in_dim, shape, channels=o.generator_widths()),
     discriminator_trunk=lambda shape, o: ProgressiveDiscriminatorTrunk(shape, channels=o.channels),
     images_only=True, progressive=True, tanh=False,
 ))
