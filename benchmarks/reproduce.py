@@ -13,10 +13,10 @@ Nothing is tuned here: whatever defaults genlab has are what is measured, and th
 run's config.
 
 A finished run keeps its timings in OUT/MODEL-NAME/reproduce.json and is not trained again (pass
-`--retrain`), so a long table can be built over several sessions, model by model; evaluation is
-repeated unless `--reuse-eval`. `--n-for pixelcnn=1000` draws fewer samples for a model whose
-sampling is slow (PixelCNN's 784 sequential network passes per MNIST image); the table says how
-many each row used. Published figures (`PUBLISHED`) stand beside the rows they belong to, with
+`--retrain`, which deletes it first), so a long table can be built over several sessions, model by
+model; evaluation is repeated unless `--reuse-eval`. `--n-for pixelcnn=1000` draws fewer samples
+for a model whose sampling is slow (PixelCNN's 784 sequential network passes per MNIST image); the
+table says how many each row used. Published figures (`PUBLISHED`) stand beside the rows they belong to, with
 their source; most of the families' papers give none for these datasets.
 
     python benchmarks/reproduce.py --data mnist --json results/reproduce-mnist.json
@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -99,6 +100,8 @@ def reproduce_one(model: str, args: argparse.Namespace, genlab: list[str], out: 
     if record_path.is_file() and not args.retrain:
         train = json.loads(record_path.read_text())["train"]
     else:
+        if run.exists():  # --retrain, or a run that did not finish: genlab train refuses a used --out
+            shutil.rmtree(run)
         command = [*genlab, "train", model, "--data", args.data, *data_flags, "--out", str(run), "--seed", str(args.seed)]
         if args.quick:
             command += ["--max-steps", "3", "--sample-every", "0", "--checkpoint-every", "3"]

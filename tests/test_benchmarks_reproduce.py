@@ -42,6 +42,13 @@ def test_quick_run_trains_evaluates_and_reuses_the_run(tmp_path):
     commands = [line for line in (tmp_path / "runs" / "glow-digits.log").read_text().splitlines() if line.startswith("$ ")]
     assert [" train glow " in c for c in commands] == [True, False] and " eval " in commands[1]
 
+    # --retrain replaces the finished run (genlab train refuses a folder that holds one)
+    retrained = script.main([*argv, "--retrain"])["rows"][0]
+    assert "error" not in retrained, retrained
+    assert retrained["train"]["wall_s"] != row["train"]["wall_s"]
+    commands = [line for line in (tmp_path / "runs" / "glow-digits.log").read_text().splitlines() if line.startswith("$ ")]
+    assert [" train glow " in c for c in commands] == [True, False, True, False]
+
 
 def test_likelihood_column_names_the_unit():
     script = load_script()

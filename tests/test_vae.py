@@ -572,3 +572,18 @@ def test_beta_vae_is_the_vae_with_beta_4_a_standard_prior_and_a_gaussian_decoder
     torch.testing.assert_close(loss.terms["kl"], kl.detach())
     torch.testing.assert_close(loss.total, loss.terms["recon"] + 4.0 * kl.detach(), rtol=1e-6, atol=1e-5)
     assert genlab.create("beta-vae", data=IMAGE, beta=8, channels=(4, 8)).config.beta == 8.0
+
+
+def test_vamp_pseudo_inputs_shrink_with_the_cpu_batch_on_large_images():
+    """The encoder encodes the K pseudo-inputs at every step: 100 on MNIST-size images and on the
+    paper networks, 100 x 784 / (H W) (to a multiple of 8, at least 16) on larger images for the
+    CPU networks, like their batch; a given K wins, and the resolved K is what the config keeps."""
+    def components(side, **fields):
+        spec = DataSpec("x", kind="image", shape=(1, side, side), value_range=(0.0, 1.0), levels=256)
+        model = genlab.create("vae", data=spec, **fields)
+        assert model.pseudo_inputs.shape == (model.config.prior_components, 1, side, side)
+        return model.config.prior_components
+
+    assert components(28, preset="cpu") == 100 and components(8, preset="cpu") == 100
+    assert components(64, preset="cpu") == 16 and components(32, preset="cpu") == 72
+    assert components(64, preset="paper") == 100 and components(64, preset="cpu", prior_components=50) == 50

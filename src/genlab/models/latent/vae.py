@@ -27,11 +27,11 @@ from genlab.data.dataset import Batch, DataSpec
 from genlab.data.transforms import dequantize, quantize
 
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, Loss
+from genlab.models.base import GenerativeModel, Loss, cpu_batch_size
 from genlab.models.flows.autoregressive import MaskedAutoregressiveTransform
 from genlab.models.flows.base import Bijection, Compose
 from genlab.models.flows.layers import Permutation
-from genlab.nn.builders import NETS, ConvNetConfig, build_decoder, build_encoder
+from genlab.nn.builders import NETS, ConvNetConfig, build_decoder, build_encoder, is_large_image
 from genlab.nn.distributions import (
     DiagonalGaussian,
     bernoulli_log_likelihood,
@@ -46,6 +46,9 @@ from genlab.registry import register
 LIKELIHOODS = ("bernoulli", "gaussian")
 PRIORS = ("vamp", "standard", "flow")
 OBJECTIVES = ("elbo", "iwae")
+# the VampPrior's pseudo-inputs where the config leaves prior_components None (Tomczak & Welling 2018
+# used 500 on MNIST; 100 keeps a step of 128 images from encoding more pseudo-inputs than images)
+PSEUDO_INPUTS = 100
 
 # A learned Gaussian scale is kept above this (smoothly): on discrete data (pixels with a few
 # levels) the density of p(x|z) grows without bound as sigma -> 0, and training would chase it.
@@ -77,7 +80,9 @@ class VAEConfig(ConvNetConfig):
         "vamp": with N(0, I) the decoder is asked to make digits from regions of z that no training
         image encodes to (the "holes" of the aggregate posterior), and on `digits` its samples'
         FID is twice the VampPrior's (README's table).
-    prior_components: K, the number of pseudo-inputs of the VampPrior.
+    prior_components: K, the number of pseudo-inputs of the VampPrior, which the encoder encodes at
+        every step beside the batch; None: 100, fewer on images larger than MNIST's for the "cpu"
+        networks, in proportion to the pixels like the CPU batch (`cpu_batch_size`: 16 at 64x64).
     prior_flow_transforms: flow prior: the number of MAF layers of f (a reversal of the
         coordinates between consecutive ones).
     prior_flow_hidden: flow prior: the hidden widths of each layer's MADE.
@@ -96,7 +101,7 @@ class VAEConfig(ConvNetConfig):
     likelihood: str = "bernoulli"
     decoder_std: float | None = None
     prior: str = "vamp"
-    prior_components: int = 100
+    prior_components: int | None = None
     prior_flow_transforms: int = 4
     prior_flow_hidden: tuple[int, ...] = (64, 64)
     net: str = "auto"
@@ -108,7 +113,9 @@ class VAEConfig(ConvNetConfig):
 
     def validate(self) -> None:
         super().validate()
-        self._positive("latent_dim", "iw_samples", "prior_components", "train_samples", "prior_flow_transforms")
+        self._positive("latent_dim", "iw_samples", "train_samples", "prior_flow_transforms")
+        if self.prior_components is not None:
+            self._positive("prior_components")
         self._choice("objective", OBJECTIVES)
         if self.objective == "iwae" and self.beta != 1.0:
             raise ConfigError(
@@ -206,6 +213,10 @@ class VAE(GenerativeModel):
 
     def __init__(self, config: VAEConfig, spec: DataSpec) -> None:
         config = config.sized(spec)
+        if config.prior_components is None:
+            sized_for_cpu = config.preset == "cpu" and is_large_image(spec)
+            pixels = spec.shape[-2] * spec.shape[-1] if sized_for_cpu else 0
+            config = dataclasses.replace(config, prior_components=cpu_batch_size(PSEUDO_INPUTS, pixels))
         super().__init__(config, spec)
         low, high = spec.value_range
         if config.likelihood == "bernoulli" and not (math.isfinite(low) and math.isfinite(high) and high > low):
