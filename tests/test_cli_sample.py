@@ -251,7 +251,7 @@ def test_train_help_shows_the_models_fields_and_training_defaults(capsys):
     assert f"  latent_dim={VAEConfig().latent_dim} " in vae and "size D of the latent z" in vae
     assert all(f"  {f.name}=" in vae for f in dataclasses.fields(VAEConfig))
     wgan = " ".join(help_text(capsys, "wgan-gp").split())
-    assert "--max-steps MAX_STEPS (default: 15000)" in wgan and "n_critic=5 discriminator steps per generator step" in wgan
+    assert "--max-steps MAX_STEPS (default: 15000)" in wgan and "n_critic=none (5) discriminator steps per generator step" in wgan
     on_vectors = " ".join(help_text(capsys, "wgan-gp", "--data", "8gaussians").split())
     assert "--max-steps MAX_STEPS (default: 20000)" in on_vectors and "defaults of wgan-gp on 8gaussians" in on_vectors
     assert "unknown model 'nosuch'" in help_text(capsys, "nosuch")
