@@ -13,6 +13,10 @@ from genlab.errors import ConfigError
 
 C = TypeVar("C", bound="Config")
 
+# TrainConfig's batch size, here so that the models' CPU defaults can scale it without importing
+# the training layer above them
+DEFAULT_BATCH_SIZE = 128
+
 
 @dataclasses.dataclass
 class Config:

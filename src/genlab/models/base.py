@@ -9,7 +9,7 @@ from typing import Any, Callable, ClassVar, Protocol, Sequence
 import torch
 from torch import Tensor, nn
 
-from genlab.config import Config
+from genlab.config import DEFAULT_BATCH_SIZE, Config
 from genlab.data.dataset import Batch, DataSpec, Dataset
 from genlab.errors import ConfigError
 
@@ -160,10 +160,8 @@ class GenerativeModel(nn.Module):
         sized_for_cpu = getattr(self.config, "preset", None) == "cpu" and is_large_image(self.spec)
         if not sized_for_cpu:
             return dict(self.train_defaults)
-        from genlab.train.config import TrainConfig
-
         defaults = {**self.train_defaults, **self.cpu_train_defaults}
-        batch_size = defaults.get("batch_size", TrainConfig.batch_size)
+        batch_size = defaults.get("batch_size", DEFAULT_BATCH_SIZE)
         scaled = cpu_batch_size(batch_size, self.spec.shape[-2] * self.spec.shape[-1])
         if scaled != batch_size:
             defaults["batch_size"] = scaled

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 
-from genlab.config import Config
+from genlab.config import DEFAULT_BATCH_SIZE, Config
 
 
 def tensorboard_installed() -> bool:
@@ -26,7 +26,7 @@ class TrainConfig(Config):
     """
 
     max_steps: int = 2000
-    batch_size: int = 128
+    batch_size: int = DEFAULT_BATCH_SIZE
     lr: float = 1e-3
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
