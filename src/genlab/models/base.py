@@ -96,6 +96,16 @@ CPU_REFERENCE_PIXELS = 28 * 28
 MIN_CPU_BATCH = 16
 
 
+def cpu_sized_pixels(config: Config, spec: DataSpec) -> int:
+    """H W of `spec`'s images where the "cpu" size preset sized the networks for them (images of
+    side >= 16), else 0: what the CPU defaults scale by (`cpu_batch_size`)."""
+    from genlab.nn.builders import is_large_image
+
+    if getattr(config, "preset", None) == "cpu" and is_large_image(spec):
+        return spec.shape[-2] * spec.shape[-1]
+    return 0
+
+
 def cpu_batch_size(batch_size: int, pixels: int) -> int:
     """A CPU default batch for images of `pixels` (H W): batch_size x CPU_REFERENCE_PIXELS / pixels,
     rounded down to a multiple of 8 and at least MIN_CPU_BATCH; never larger than batch_size.
@@ -155,14 +165,12 @@ class GenerativeModel(nn.Module):
         for MNIST's 28 x 28 pixels; on larger images the batch shrinks in proportion to the pixels
         (`cpu_batch_size`), so that a default step, and a default run, costs about what it does on
         MNIST instead of growing with the image (5x at 64 x 64)."""
-        from genlab.nn.builders import is_large_image
-
-        sized_for_cpu = getattr(self.config, "preset", None) == "cpu" and is_large_image(self.spec)
-        if not sized_for_cpu:
+        pixels = cpu_sized_pixels(self.config, self.spec)
+        if not pixels:
             return dict(self.train_defaults)
         defaults = {**self.train_defaults, **self.cpu_train_defaults}
         batch_size = defaults.get("batch_size", DEFAULT_BATCH_SIZE)
-        scaled = cpu_batch_size(batch_size, self.spec.shape[-2] * self.spec.shape[-1])
+        scaled = cpu_batch_size(batch_size, pixels)
         if scaled != batch_size:
             defaults["batch_size"] = scaled
         return defaults

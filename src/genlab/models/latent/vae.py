@@ -27,11 +27,11 @@ from genlab.data.dataset import Batch, DataSpec
 from genlab.data.transforms import dequantize, quantize
 
 from genlab.errors import ConfigError
-from genlab.models.base import GenerativeModel, Loss, cpu_batch_size
+from genlab.models.base import GenerativeModel, Loss, cpu_batch_size, cpu_sized_pixels
 from genlab.models.flows.autoregressive import MaskedAutoregressiveTransform
 from genlab.models.flows.base import Bijection, Compose
 from genlab.models.flows.layers import Permutation
-from genlab.nn.builders import NETS, ConvNetConfig, build_decoder, build_encoder, is_large_image
+from genlab.nn.builders import NETS, ConvNetConfig, build_decoder, build_encoder
 from genlab.nn.distributions import (
     DiagonalGaussian,
     bernoulli_log_likelihood,
@@ -214,9 +214,7 @@ class VAE(GenerativeModel):
     def __init__(self, config: VAEConfig, spec: DataSpec) -> None:
         config = config.sized(spec)
         if config.prior_components is None:
-            sized_for_cpu = config.preset == "cpu" and is_large_image(spec)
-            pixels = spec.shape[-2] * spec.shape[-1] if sized_for_cpu else 0
-            config = dataclasses.replace(config, prior_components=cpu_batch_size(PSEUDO_INPUTS, pixels))
+            config = dataclasses.replace(config, prior_components=cpu_batch_size(PSEUDO_INPUTS, cpu_sized_pixels(config, spec)))
         super().__init__(config, spec)
         low, high = spec.value_range
         if config.likelihood == "bernoulli" and not (math.isfinite(low) and math.isfinite(high) and high > low):
