@@ -42,13 +42,13 @@ def all_configurations(levels: int, shape: tuple[int, ...]) -> torch.Tensor:
     return grids.reshape(-1, *shape)
 
 
-def tiny_image_model(cls, config_cls, shape, levels, *, output="categorical", num_classes=None, blocks=2, width=4, sharpen=6.0, seed=0):
+def tiny_image_model(cls, config_cls, shape, levels, *, output="categorical", num_classes=None, blocks=2, width=4, sharpen=6.0, seed=0, **fields):
     torch.manual_seed(seed)
     spec = DataSpec("tiny", kind="image", shape=shape, levels=levels, num_classes=num_classes)
     c = shape[0]
     config = config_cls(
         channels=width * c, blocks=blocks, kernel_size=3, first_kernel_size=3, head_channels=2 * width * c,
-        output=output, components=2, class_conditional=num_classes is not None,
+        output=output, components=2, class_conditional=num_classes is not None, **fields,
     )  # fmt: skip
     model = cls(config, spec).double().eval()
     with torch.no_grad():  # peaky conditionals that depend strongly on the earlier pixels
@@ -110,6 +110,23 @@ def test_image_conditionals_depend_only_on_earlier_pixels_and_colours(cls, confi
     assert (grads[0, 2, 2][~later_or_same(2, 2, 0, shape)] != 0).any()
     if C == 3:  # within the pixel: B reads R and G, G reads R
         assert grads[2, 1, 1, 0, 1, 1] != 0 and grads[2, 1, 1, 1, 1, 1] != 0 and grads[1, 1, 1, 0, 1, 1] != 0
+
+
+def test_dilated_pixelcnn_is_causal_and_sees_further_up():
+    """Dilated blocks keep every conditional on earlier pixels only, and widen the view: with a 3x3
+    type-A layer and three 3x3 blocks a pixel reads 4 rows up undilated, 1 + 1 + 2 + 4 = 8 with
+    dilations (1, 2, 4)."""
+    shape = (1, 10, 5)
+    reach = {}
+    for dilations in [(1,), (1, 2, 4)]:
+        model = tiny_image_model(PixelCNN, PixelCNNConfig, shape, levels=4, blocks=3, width=8, sharpen=1.0, dilations=dilations)
+        grads = conditional_gradients(model, shape)
+        for i in range(10):
+            for j in range(5):
+                assert (grads[0, i, j][later_or_same(i, j, 0, shape)] == 0).all(), (dilations, i, j)
+        rows_read = grads[0, 9, 2].sum(dim=(0, 2)).nonzero()[:, 0]  # rows the last row's pixel reads
+        reach[dilations] = 9 - int(rows_read.min())
+    assert reach == {(1,): 4, (1, 2, 4): 8}
 
 
 def test_gated_pixelcnn_has_no_blind_spot_where_pixelcnn_has_one():
@@ -402,6 +419,10 @@ def test_configs_fail_with_the_fix():
         PixelCNN(PixelCNNConfig(channels=16), DataSpec("rgb", kind="image", shape=(3, 4, 4), levels=256))
     with pytest.raises(ConfigError, match="odd"):
         PixelCNNConfig(kernel_size=4)
+    with pytest.raises(ConfigError, match=r"dilations=\(0,\) must be one or more integers >= 1"):
+        PixelCNNConfig(dilations=(0,))
+    with pytest.raises(ConfigError, match="no dilation"):
+        GatedPixelCNNConfig(dilations=(1, 2))
     with pytest.raises(ConfigError, match="output"):
         GatedPixelCNNConfig(output="gaussian_mixture")
     with pytest.raises(ConfigError, match="no labels"):

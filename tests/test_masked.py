@@ -157,10 +157,33 @@ def test_masked_conv_sees_only_earlier_pixels_and_colours(mask_type):
                 assert (grad[reads & within_kernel] != 0).all()
 
 
-def test_masked_conv_rows_below_do_not_matter():
+@pytest.mark.parametrize("mask_type", ["A", "B"])
+def test_dilated_masked_conv_reads_exactly_its_earlier_taps(mask_type):
+    """With dilation d, output (i, j) reads the taps (i - d a, j - d b), |a|, |b| <= k // 2, that come
+    before it in raster order (the centre by the colour rule), and no other pixel."""
+    shape, d = (1, 9, 9), 3
+    torch.manual_seed(0)
+    conv = MaskedConv2d(1, 2, 3, mask_type=mask_type, dilation=d).double()
+    x = torch.randn(1, *shape, dtype=torch.double)
+    assert conv(x).shape == (1, 2, 9, 9)
+    J = jacobian(lambda v: conv(v)[0], x)[:, :, :, 0]  # (2, 9, 9, 1, 9, 9)
+    for i in range(9):
+        for j in range(9):
+            taps = torch.zeros(shape, dtype=torch.bool)
+            for a in (-1, 0, 1):
+                for b in (-1, 0, 1):
+                    if 0 <= i + d * a < 9 and 0 <= j + d * b < 9:
+                        taps[0, i + d * a, j + d * b] = True
+            reads = earlier(i, j, 0 + (mask_type == "B"), shape) & taps
+            grad = J[:, i, j].abs().sum(0)
+            assert torch.equal(grad != 0, reads), (i, j)
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_masked_conv_rows_below_do_not_matter(dilation):
     """Output rows 0..i equal those computed from the image cropped to rows 0..i (used by sampling)."""
     torch.manual_seed(0)
-    conv = MaskedConv2d(2, 4, 3, mask_type="B", groups=2)
+    conv = MaskedConv2d(2, 4, 3, mask_type="B", groups=2, dilation=dilation)
     x = torch.randn(3, 2, 6, 5)
     full = conv(x)
     for i in range(6):

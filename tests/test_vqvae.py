@@ -182,3 +182,25 @@ def test_priors_give_code_lengths_and_draw_valid_grids():
             torch.testing.assert_close(bits, torch.full((5,), 16 * 3.0))
         grids = model.prior_sample(4, torch.Generator().manual_seed(0))
         assert grids.shape == (4, 4, 4) and grids.dtype == torch.long and int(grids.min()) >= 0 and int(grids.max()) < 8
+
+
+def test_the_cpu_prior_reaches_the_top_of_a_7x7_code_grid():
+    """On 28x28 images the cpu preset codes a 7x7 grid; its prior's dilated blocks (1, 2, 1, 2) let
+    a code in the last row read the first row, where two undilated blocks reach 3 rows up. Causality
+    itself is the PixelCNN's (tests/test_autoregressive.py)."""
+    from genlab.data import DataSpec
+
+    spec = DataSpec("mnist-like", kind="image", shape=(1, 28, 28), value_range=(0.0, 1.0), levels=256)
+    reach = {}
+    for fields in ({}, {"prior_blocks": 2, "prior_dilations": (1,)}):
+        torch.manual_seed(0)
+        prior = genlab.create("vq-vae", data=spec, preset="cpu", **fields).prior.pixelcnn.double()
+        x = torch.randn(1, prior.first.in_channels, 7, 7, dtype=torch.double, requires_grad=True)
+        grad = torch.autograd.grad(prior.trunk(x, None)[0, :, 6, 3].pow(2).sum(), x)[0].abs().sum(1)[0]
+        reach[tuple(prior.config.dilations)] = 6 - int(grad.sum(1).nonzero()[:, 0].min())
+    assert reach == {(1, 2, 1, 2): 6, (1,): 3}
+
+
+def test_bad_prior_dilations_fail_with_the_fix():
+    with pytest.raises(genlab.ConfigError, match=r"prior_dilations=\(\) must be one or more integers >= 1, e.g. 1,2,4,8"):
+        VQVAEConfig(prior_dilations=())

@@ -243,6 +243,12 @@ def centre_channel_mask(out_channels: int, in_channels: int, groups: int, mask_t
     return (in_group < out_group if mask_type == "A" else in_group <= out_group).float()
 
 
+def check_dilations(owner: str, field: str, dilations: tuple[int, ...] | None) -> None:
+    """A config's dilations of masked convolutions (None: a preset fills them): one or more integers >= 1."""
+    if dilations is not None and (not dilations or any(not isinstance(d, int) or d < 1 for d in dilations)):
+        raise ConfigError(f"{owner}.{field}={dilations} must be one or more integers >= 1, e.g. 1,2,4,8")
+
+
 class MaskedConv2d(nn.Conv2d):
     """A "same" convolution whose kernel sees only pixels before the centre in raster order
     (rows above, and the same row to the left), plus the centre subject to the colour-group rule
@@ -251,14 +257,16 @@ class MaskedConv2d(nn.Conv2d):
     (B, in_channels, H, W) -> (B, out_channels, H, W). Type "A" for the first layer (a pixel's own value
     is hidden from its prediction), "B" for later ones. groups = the data's colour channels (1 for grey).
     Output rows 0..i depend on input rows 0..i only, so a caller may crop the image below row i.
+    dilation d spaces the taps d pixels apart (the mask is on the taps, so it stays causal): stacked
+    with d = 1, 2, 4, ... the receptive field grows exponentially with depth at a constant cost.
     """
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, *, mask_type: str, groups: int = 1, bias: bool = True
+        self, in_channels: int, out_channels: int, kernel_size: int, *, mask_type: str, groups: int = 1, bias: bool = True, dilation: int = 1
     ) -> None:
         if kernel_size % 2 != 1:
             raise ConfigError(f"MaskedConv2d kernel_size={kernel_size} must be odd so the centre is a pixel")
-        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=bias)
+        super().__init__(in_channels, out_channels, kernel_size, padding=dilation * (kernel_size // 2), dilation=dilation, bias=bias)
         self.mask_type, self.colour_groups = mask_type, groups
         k = kernel_size // 2
         mask = torch.zeros(out_channels, in_channels, kernel_size, kernel_size)
@@ -268,7 +276,7 @@ class MaskedConv2d(nn.Conv2d):
         self.register_buffer("mask", mask, persistent=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding, dilation=self.dilation)
 
 
 def gated_activation(x: Tensor, groups: int = 1) -> Tensor:

@@ -61,7 +61,13 @@ def saved_config_values(config_class: type[Config], values: Mapping[str, Any]) -
     """The config values of a saved run (or a saved autoencoder record) as they build its networks
     today: a config saved before size presets existed has no `preset` (diffusion models saved "auto",
     which then meant the paper-size network for the image's side); it was built with the networks
-    `LEGACY_PRESET` names. Configs saved since record the preset they resolved to, never "auto"."""
+    `LEGACY_PRESET` names. Configs saved since record the preset they resolved to, never "auto".
+    A field added to a config since (its class's `added_fields`: {field: value, or a function of the
+    saved values}) takes the value the older runs were built with, not today's preset's."""
+    values = dict(values)
     if "preset" in config_class.field_names() and values.get("preset", "auto") == "auto":
-        return {**values, "preset": LEGACY_PRESET}
-    return dict(values)
+        values["preset"] = LEGACY_PRESET
+    for field, legacy in getattr(config_class, "added_fields", {}).items():
+        if field not in values:
+            values[field] = legacy(values) if callable(legacy) else legacy
+    return values

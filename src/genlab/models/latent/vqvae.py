@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -40,6 +41,7 @@ from genlab.nn.conv import Upsample, conv_norm, level_body
 from genlab.nn.builders import NETS, build_decoder, build_encoder, resolve_net
 from genlab.nn.presets import SIZE_PRESETS, size_config
 from genlab.nn.distributions import bernoulli_log_likelihood
+from genlab.nn.masked import check_dilations
 from genlab.registry import register
 
 __all__ = ["CodePrior", "QuantizerOutput", "VQVAE", "VQVAEConfig", "VectorQuantizer", "code_pixelcnn", "perplexity"]
@@ -256,7 +258,7 @@ class GridDecoder(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Priors over the code grid
 # ---------------------------------------------------------------------------------------------
-def code_pixelcnn(num_codes: int, side: tuple[int, int], channels: int, blocks: int) -> GenerativeModel:
+def code_pixelcnn(num_codes: int, side: tuple[int, int], channels: int, blocks: int, dilations: tuple[int, ...] = (1,)) -> GenerativeModel:
     """A PixelCNN (`genlab.models.autoregressive`) over an h x w grid of code indices: a K-way softmax
     per position, the codes fed in one-hot (codes have no order, which the scalar level input of an
     image PixelCNN would impose). Its spec: images (1, h, w) with K levels on the value range [0, K-1]."""
@@ -275,7 +277,7 @@ def code_pixelcnn(num_codes: int, side: tuple[int, int], channels: int, blocks: 
     spec = DataSpec("codes", kind="image", shape=(1, *side), value_range=(0.0, float(num_codes - 1)), levels=num_codes)
     # a 3x3 first layer: each 3x3 block widens the view by a row, and a 7x7 one costs ~1.6x on a 4x4 grid
     # codes have no order, so a softmax over them whatever the size preset
-    config = PixelCNNConfig(channels=channels, blocks=blocks, kernel_size=3, first_kernel_size=3, head_channels=channels, output="categorical")
+    config = PixelCNNConfig(channels=channels, blocks=blocks, kernel_size=3, dilations=tuple(dilations), first_kernel_size=3, head_channels=channels, output="categorical")
     return CodePixelCNN(config, spec)
 
 
@@ -293,13 +295,13 @@ class CodePrior(nn.Module):
     -8.3178
     """
 
-    def __init__(self, kind: str, num_codes: int, side: tuple[int, int], *, channels: int = 64, blocks: int = 2) -> None:
+    def __init__(self, kind: str, num_codes: int, side: tuple[int, int], *, channels: int = 64, blocks: int = 2, dilations: tuple[int, ...] = (1,)) -> None:
         super().__init__()
         if kind not in PRIORS:
             raise ConfigError(f"code prior {kind!r} is unknown; choose one of {', '.join(map(repr, PRIORS))}")
         self.kind, self.num_codes, self.side = kind, num_codes, tuple(side)
         if kind == "pixelcnn":
-            self.pixelcnn = code_pixelcnn(num_codes, self.side, channels, blocks)
+            self.pixelcnn = code_pixelcnn(num_codes, self.side, channels, blocks, dilations)
         else:
             self.logits = nn.Parameter(torch.zeros(*self.side, num_codes))
 
@@ -342,7 +344,7 @@ class VQVAEConfig(Config):
         "auto": conv for images of side >= 16, mlp below (as `genlab.nn.builders.resolve_net`).
     channels: conv widths, full resolution first, one per level (downsamples + 1 of them).
     preset: "auto", "cpu" or "paper": the size of the conv networks on images of side >= 16
-        (`genlab.nn.presets`); downsamples, channels and prior_channels left None take the preset's:
+        (`genlab.nn.presets`); downsamples, channels and the prior_ sizes left None take the preset's:
         "cpu" codes a 28x28 image as a 7x7 grid through widths (16, 32, 64) without residual blocks
         (transposed-convolution upsampling), "paper" as 14x14 through (32, 64) with a residual block per level.
     blocks_per_level: residual blocks at each resolution of the conv nets (None: the preset's).
@@ -358,8 +360,14 @@ class VQVAEConfig(Config):
         over pixels) or "auto" (bernoulli when the value range is finite).
     prior: the prior over code grids for `sample`: "pixelcnn" or "categorical" (independent per
         position); trained alongside the autoencoder on its detached codes.
-    prior_channels, prior_blocks: the PixelCNN prior's width and residual blocks.
+    prior_channels, prior_blocks: the PixelCNN prior's width and residual blocks (None: the preset's).
+    prior_dilations: the dilations of its blocks' 3x3 convolutions, cycled (`PixelCNNConfig.dilations`;
+        None: the preset's). "cpu" takes 4 blocks of 64 dilated (1, 2, 1, 2), so a code in a 7x7 grid's
+        last row reads its first (2 undilated blocks reach 3 rows up); "paper" 2 undilated blocks of 64.
     """
+
+    # runs saved before `prior_dilations` existed had undilated priors
+    added_fields: ClassVar[dict[str, Any]] = {"prior_dilations": (1,)}
 
     num_codes: int = 32
     code_dim: int = 16
@@ -377,11 +385,13 @@ class VQVAEConfig(Config):
     reconstruction: str = "auto"
     prior: str = "pixelcnn"
     prior_channels: int | None = None
-    prior_blocks: int = 2
+    prior_blocks: int | None = None
+    prior_dilations: tuple[int, ...] | None = None
 
     def validate(self) -> None:
         self._choice("preset", SIZE_PRESETS)
-        self._positive("num_codes", "code_dim", "prior_blocks", *(["prior_channels"] if self.prior_channels is not None else []))
+        self._positive("num_codes", "code_dim", *(f for f in ("prior_channels", "prior_blocks") if getattr(self, f) is not None))
+        check_dilations("VQVAEConfig", "prior_dilations", self.prior_dilations)
         optional = [f for f in ("downsamples", "blocks_per_level") if getattr(self, f) is not None]
         self._positive("restart_after", "commitment_cost", "ema_epsilon", *optional, allow_zero=True)
         self._in_range("ema_decay", 0.0, 0.99999)
@@ -409,8 +419,8 @@ class VQVAEConfig(Config):
 
 # the networks of each size preset (genlab.nn.presets); "paper" keeps the sizes measured on digits
 VQVAE_PRESETS = {
-    "cpu": {"downsamples": 2, "channels": (16, 32, 64), "blocks_per_level": 0, "prior_channels": 32},
-    "paper": {"downsamples": 1, "channels": (32, 64), "blocks_per_level": 1, "prior_channels": 64},
+    "cpu": {"downsamples": 2, "channels": (16, 32, 64), "blocks_per_level": 0, "prior_channels": 64, "prior_blocks": 4, "prior_dilations": (1, 2, 1, 2)},
+    "paper": {"downsamples": 1, "channels": (32, 64), "blocks_per_level": 1, "prior_channels": 64, "prior_blocks": 2, "prior_dilations": (1,)},
 }
 
 
@@ -440,7 +450,7 @@ class VQVAE(Reconstructs, GenerativeModel):
     # ema_decay 0: the engine's weight average would average each code's vector across its dead-code
     # restarts, and the prior's meaning of an index with it (README, "Why these defaults")
     train_defaults = {"max_steps": 5000, "lr": 2e-3, "lr_schedule": "cosine", "ema_decay": 0.0}
-    cpu_train_defaults = {"max_steps": 3500}
+    cpu_train_defaults = {"max_steps": 2700}
 
     def __init__(self, config: VQVAEConfig, spec: DataSpec) -> None:
         config = size_config(config, VQVAE_PRESETS, sized_data=resolve_net(spec, config.net) == "conv")
@@ -468,7 +478,7 @@ class VQVAE(Reconstructs, GenerativeModel):
             config.num_codes, config.code_dim, codebook_update=config.codebook_update, decay=config.ema_decay,
             epsilon=config.ema_epsilon, restart_after=config.restart_after,
         )  # fmt: skip
-        self.prior = CodePrior(config.prior, config.num_codes, self.grid_side, channels=config.prior_channels, blocks=config.prior_blocks)
+        self.prior = CodePrior(config.prior, config.num_codes, self.grid_side, channels=config.prior_channels, blocks=config.prior_blocks, dilations=config.prior_dilations)
 
     # -- the autoencoder ----------------------------------------------------------------------------
     def encode(self, x: Tensor) -> Tensor:
