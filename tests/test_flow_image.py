@@ -289,6 +289,24 @@ def test_conditioner_dropout_acts_in_training_only():
     torch.testing.assert_close(inverse_log_det, -log_det, rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("name", ["realnvp", "glow"])
+def test_conditioner_dropout_defaults_to_none_under_the_cpu_preset_and_on_vectors(name):
+    """None means 0.1 on images, except images the cpu preset sizes (side >= 16) and vectors: 0."""
+    mnist_like = DataSpec("mnist-like", kind="image", shape=(1, 28, 28), value_range=(0.0, 1.0), levels=256)
+    digits = genlab.data.load("digits").spec
+    vectors = DataSpec("toy", kind="vector", shape=(2,))
+
+    def rates(spec, **fields):
+        from genlab.nn.conv import ResidualBlock
+
+        return {m.dropout for m in genlab.create(name, data=spec, **fields).modules() if isinstance(m, ResidualBlock)}
+
+    assert rates(mnist_like, preset="cpu") == {0.0}
+    assert rates(mnist_like, preset="paper") == rates(digits, preset="cpu") == {0.1}
+    assert rates(vectors) <= {0.0}  # MLP conditioners: no residual conv blocks
+    assert rates(mnist_like, preset="cpu", dropout=0.2) == {0.2}
+
+
 def test_noise_padding_gives_glow_odd_sides_and_a_valid_bound():
     """A 5x5 image under one squeeze: padded with one row and one column of e ~ N(0, I) to 6x6.
     -log p(x) <= E_e[-log p_flow(g(x) (+) e) - log|det g'| + log q(e)] (Jensen). An untrained Glow is
