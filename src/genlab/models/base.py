@@ -96,14 +96,18 @@ CPU_REFERENCE_PIXELS = 28 * 28
 MIN_CPU_BATCH = 16
 
 
-def cpu_sized_pixels(config: Config, spec: DataSpec) -> int:
-    """H W of `spec`'s images where the "cpu" size preset sized the networks for them (images of
-    side >= 16), else 0: what the CPU defaults scale by (`cpu_batch_size`)."""
+def sized_for_cpu(config: Config, spec: DataSpec) -> bool:
+    """Whether the "cpu" size preset sized the networks for `spec` (images of side >= 16; smaller
+    data gets the same networks under both presets): where the CPU defaults apply."""
     from genlab.nn.builders import is_large_image
 
-    if getattr(config, "preset", None) == "cpu" and is_large_image(spec):
-        return spec.shape[-2] * spec.shape[-1]
-    return 0
+    return getattr(config, "preset", None) == "cpu" and is_large_image(spec)
+
+
+def cpu_sized_pixels(config: Config, spec: DataSpec) -> int:
+    """H W of `spec`'s images where the "cpu" size preset sized the networks for them
+    (`sized_for_cpu`), else 0: what the CPU defaults scale by (`cpu_batch_size`)."""
+    return spec.shape[-2] * spec.shape[-1] if sized_for_cpu(config, spec) else 0
 
 
 def cpu_batch_size(batch_size: int, pixels: int) -> int:

@@ -24,6 +24,7 @@ from typing import Sequence
 
 from genlab.data.dataset import DataSpec
 from genlab.errors import ConfigError
+from genlab.models.base import sized_for_cpu
 from genlab.models.flows.base import Bijection, Compose, FlowConfig, FlowModel
 from genlab.models.flows.layers import ActNorm, InvertibleConv1x1, Permutation, Squeeze, coupling_layer, multi_scale
 from genlab.nn.builders import is_large_image
@@ -61,7 +62,7 @@ def _check_widths(config, field: str) -> None:
 def _dropout(config, spec: DataSpec) -> float:
     if config.dropout is not None:
         return config.dropout
-    if spec.kind != "image" or (config.preset == "cpu" and is_large_image(spec)):
+    if spec.kind != "image" or sized_for_cpu(config, spec):
         return 0.0
     return IMAGE_DROPOUT
 
