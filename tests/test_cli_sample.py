@@ -192,6 +192,27 @@ def test_table_samples_come_back_as_the_table(runs, tmp_path, capsys):
     assert ((rows[numeric] >= source[numeric].min()) & (rows[numeric] <= source[numeric].max())).all().all()
 
 
+def test_eval_of_a_table_run_measures_the_decoded_rows(runs, tmp_path, capsys):
+    import json
+    import shutil
+
+    from genlab.metrics.tabular import quality_report
+
+    run = tmp_path / "iris"
+    shutil.copytree(runs["iris"], run)
+    assert main(["eval", str(run), "-n", "150"]) == 0
+    out = capsys.readouterr().out
+    assert "as a table" in out and "efficacy for 'target'" in out and "exact copies" in out
+    table = json.loads((run / "eval.json").read_text())["table"]
+    assert (run / "eval_columns.png").is_file() and (run / "eval_pairs.png").is_file()
+    # the numbers are those of the rows `genlab sample` writes with the same seed, against the training rows
+    assert main(["sample", str(run), "-n", "150", "--seed", "0", "--out", str(tmp_path / "rows.csv")]) == 0
+    rows, train = pd.read_csv(tmp_path / "rows.csv"), genlab.data.load("iris").split("train").frame
+    assert table["column_shapes"] == pytest.approx(quality_report(train, rows).column_shapes, abs=1e-9)
+    assert 0 <= table["detection_auc"] <= 1 and "tstr_accuracy" in table and "holdout_quality" in table
+    one_line_error(capsys, ["eval", str(run), "--target", "colour"], "--target 'colour' is not a column of the table")
+
+
 def test_an_untrained_diffusion_table_decodes_inside_the_data_range(runs, tmp_path):
     source = genlab.data.load("wine").frame
     assert main(["sample", str(runs["wine"]), "-n", "50", "--steps", "3", "--out", str(tmp_path / "wine.csv")]) == 0

@@ -36,6 +36,7 @@ def evaluate_run(
     device: str | None = None,
     data_options: dict[str, Any] | None = None,
     likelihood_n: int | None = None,
+    target: str | None = None,
 ) -> dict[str, Any]:
     """Sample metrics and likelihood of a run's model on the held-out `split` of its data, and of
     each baseline (e.g. "gmm") fitted to the same training split. Writes RUN/eval.json.
@@ -45,6 +46,11 @@ def evaluate_run(
     `likelihood_measures` are reported (a diffusion model's ODE likelihood, a VQ-VAE's code length);
     the costly ones (and a costly `nll_bound`, a DDPM's variational bound) on `likelihood_n` held-out samples (None: LIKELIHOOD_N); report["likelihoods"]
     says how and on how many samples each was computed.
+
+    A table run is also measured as a table (`genlab.metrics.tabular.table_metrics`) on the decoded
+    rows: report["table"] holds quality, detection, efficacy for `target` (default: the column the
+    data was loaded with as target, else a column named "target", else none) and privacy, and
+    RUN/eval_columns.png and RUN/eval_pairs.png picture it.
     """
     import genlab.data
     from genlab.train.checkpoint import save_json
@@ -72,6 +78,8 @@ def evaluate_run(
     measured, notes = measure_metrics(model, real, seed=seed, likelihood_n=likelihood_n, split=split)
     report["model"] = {**sample_metrics(real, fake, model.spec, extractor, seed), **bound, **measured}
     report["likelihoods"] = bound_notes + notes
+    if model.spec.kind == "table":
+        report["table"], report["table_target"] = _table_report(run_dir, data, held_out, fake, target, cfg, seed)
     for name in baselines:
         if name not in BASELINES:
             raise ConfigError(f"unknown baseline {name!r}; known: {', '.join(BASELINES)}")
@@ -81,3 +89,26 @@ def evaluate_run(
         report[name] = sample_metrics(real, baseline.sample(n, seed=seed), model.spec, extractor, seed)
     save_json(report, Path(run_dir) / "eval.json")
     return report
+
+
+def _table_report(run_dir, data, held_out, fake, target, cfg, seed) -> tuple[dict[str, float], str | None]:
+    """The synthetic rows decoded and measured against the real ones (flat numbers, see
+    `table_metrics`), the efficacy target used, and the two report pictures in the run folder."""
+    from genlab.data.tables import column_kinds
+    from genlab.metrics.tabular import table_metrics
+    from genlab.train.run import read_table_encoder
+    from genlab.viz.tables import column_histograms, pair_trend_heatmap
+
+    train, test = data.split("train").frame, held_out.frame
+    synthetic = read_table_encoder(run_dir).decode(fake)
+    kinds = column_kinds(train)
+    if target is None:
+        target = cfg["data"].get("target") or ("target" if "target" in kinds else None)
+    if target is not None and target not in kinds:
+        raise ConfigError(f"--target {target!r} is not a column of the table; columns are {', '.join(kinds)}")
+    numbers, quality = table_metrics(synthetic, train, test, kinds, target=target, seed=seed)
+    efficacy = numbers.pop("efficacy", {})
+    numbers.update({k: v for k, v in efficacy.items() if isinstance(v, float)})
+    column_histograms(train, synthetic, kinds, Path(run_dir) / "eval_columns.png")
+    pair_trend_heatmap(quality.pairs, list(kinds), Path(run_dir) / "eval_pairs.png")
+    return numbers, target

@@ -160,13 +160,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-ema", action="store_true", help="use the trained weights, not their EMA")
     p.add_argument("--device", default=None)
 
-    p = sub.add_parser("eval", help="evaluate a trained run", description="FID, KID, precision, recall against held-out data, and the likelihood.")
+    p = sub.add_parser("eval", help="evaluate a trained run", description="FID, KID, precision, recall against held-out data, and the likelihood; for a table run also its quality, detection, efficacy and privacy.")
     p.add_argument("run", help="run directory")
     p.add_argument("--extractor", default=None, help="feature extractor: a dataset name with shipped weights (digits, mnist, fashion_mnist, cifar10), a .safetensors classifier or pytorch-fid's Inception .pth")
     p.add_argument("-n", type=int, default=None, help="samples to draw (default: as many as the held-out split)")
     p.add_argument("--split", default="test", choices=("test", "val", "train"))
     p.add_argument("--baseline", action="append", default=[], choices=("gmm",), help="also evaluate a baseline fitted to the same training data")
     p.add_argument("--likelihood-n", type=int, default=None, metavar="N", help="held-out samples for costly likelihoods, e.g. a diffusion model's ODE likelihood (default 256)")
+    p.add_argument("--target", default=None, metavar="COLUMN",
+                   help="table runs: the column to predict for machine-learning efficacy (default: the data's target)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ema", action="store_true")
     p.add_argument("--device", default=None)
@@ -320,6 +322,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     report = evaluate_run(
         args.run, extractor=args.extractor, n=args.n, split=args.split, baselines=args.baseline,
         seed=args.seed, ema=not args.no_ema, device=args.device, data_options=_data_options(args), likelihood_n=args.likelihood_n,
+        target=args.target,
     )
     print(format_report(report))
     print(f"wrote {Path(args.run) / 'eval.json'}")

@@ -85,6 +85,61 @@ def _is_categorical(series: pd.Series) -> bool:
     )
 
 
+# What a column holds, in the words users and SDMetrics' metadata use: the encoder and the tabular
+# metrics read it. continuous and integer are numbers (integers are rounded when decoded);
+# categorical, ordinal (ordered categories) and boolean are discrete; datetime is a time stamp.
+COLUMN_KINDS = ("continuous", "integer", "categorical", "ordinal", "boolean", "datetime")
+DISCRETE_KINDS = ("categorical", "ordinal", "boolean")
+
+
+def infer_column_kind(series: pd.Series) -> str:
+    """The kind (a name in COLUMN_KINDS) of a column from its dtype and values, missing values ignored:
+
+    bool dtype, or only True/False values -> "boolean"; datetime64 dtype, or text that all parses
+    as ISO dates -> "datetime"; an ordered category dtype -> "ordinal"; other categories and text
+    -> "categorical"; integer dtype, or floats that are all whole numbers (an integer column with
+    NaNs reads as float) -> "integer"; other numbers -> "continuous".
+
+    >>> infer_column_kind(pd.Series([1.0, float("nan"), 3.0])), infer_column_kind(pd.Series(["2020-01-05", None]))
+    ('integer', 'datetime')
+    """
+    dtype = series.dtype
+    values = series.dropna()
+    if pd.api.types.is_bool_dtype(dtype) or (dtype == object and len(values) and values.map(type).isin([bool, np.bool_]).all()):
+        return "boolean"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    if isinstance(dtype, pd.CategoricalDtype):
+        return "ordinal" if dtype.ordered else "categorical"
+    if not pd.api.types.is_numeric_dtype(dtype):
+        text = values.astype(str)
+        if len(text) and text.str.match(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?$").all():
+            try:
+                pd.to_datetime(text, format="ISO8601")
+                return "datetime"
+            except (ValueError, TypeError):
+                pass
+        return "categorical"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "integer"
+    numbers = values.to_numpy(dtype=np.float64)
+    finite = numbers[np.isfinite(numbers)]
+    return "integer" if len(finite) and (finite == np.round(finite)).all() and np.abs(finite).max() < 2**53 else "continuous"
+
+
+def column_kinds(frame: pd.DataFrame, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """{column name: kind} for every column of `frame`, inferred (`infer_column_kind`) except
+    where `overrides` names the kind; an unknown column or kind raises DataError with the choices."""
+    overrides = dict(overrides or {})
+    names = [str(c) for c in frame.columns]
+    for name, kind in overrides.items():
+        if name not in names:
+            raise DataError(f"no column {name!r} to set the kind of; columns are {', '.join(names)}")
+        if kind not in COLUMN_KINDS:
+            raise DataError(f"column {name!r}: unknown kind {kind!r}; choose one of {', '.join(COLUMN_KINDS)}")
+    return {name: overrides.get(name) or infer_column_kind(frame[column]) for name, column in zip(names, frame.columns)}
+
+
 def _sorted_unique(series: pd.Series) -> tuple[Any, ...]:
     values = pd.unique(series)
     try:

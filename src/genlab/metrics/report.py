@@ -157,7 +157,7 @@ MIN_GENERATED = 1000
 
 def format_report(report: dict[str, Any]) -> str:
     """A table: one row per evaluated generator, one column per metric."""
-    rows = [k for k in report if isinstance(report[k], dict)]
+    rows = [k for k in report if isinstance(report[k], dict) and k != "table"]
     columns: list[str] = []
     for r in rows:
         columns += [c for c in report[r] if c not in columns]
@@ -173,4 +173,26 @@ def format_report(report: dict[str, Any]) -> str:
         lines.append(f"{r:<8}{cells}")
     for note in report.get("likelihoods", []):
         lines.append(f"{note['name']}: {note['description']}; on {note['samples']} of {note['of']} {report['split']} {note['unit']}")
+    if "table" in report:
+        lines += format_table_report(report["table"], report.get("table_target"), report["split"])
     return "\n".join(lines)
+
+
+def format_table_report(t: dict[str, float], target: str | None, split: str) -> list[str]:
+    """The lines that say what `genlab.metrics.tabular.table_metrics` measured, each with its scale."""
+    lines = [f"as a table, against the training rows (in brackets: the real {split} rows in place of the synthetic ones):",
+             f"  quality {t['quality']:.3f} ({t['holdout_quality']:.3f}) = mean of column shapes {t['column_shapes']:.3f} "
+             f"({t['holdout_column_shapes']:.3f}) and pair trends {t['pair_trends']:.3f} ({t['holdout_pair_trends']:.3f}) "
+             f"(SDMetrics' QualityReport; every pair: {t['pair_trends_all']:.3f})",
+             f"  detection ROC AUC {t['detection_auc']:.3f} ({t['holdout_detection_auc']:.3f}; 0.5: cannot be told from training rows)"]
+    if target is None:
+        lines.append("  efficacy: no target column (pass --target COLUMN)")
+    elif "tstr_r2" in t:
+        lines.append(f"  efficacy for {target!r} on the {split} rows: R^2 trained on synthetic {t['tstr_r2']:.3f}, on real {t['trtr_r2']:.3f}")
+    else:
+        lines.append(f"  efficacy for {target!r} on the {split} rows: accuracy trained on synthetic {t.get('tstr_accuracy', math.nan):.3f}, on real "
+                     f"{t.get('trtr_accuracy', math.nan):.3f}; ROC AUC {t.get('tstr_roc_auc', math.nan):.3f} vs {t.get('trtr_roc_auc', math.nan):.3f}")
+    lines.append(f"  privacy: median distance to the closest training row {t['dcr_synthetic']:.3f} (held-out real rows "
+                 f"{t['dcr_holdout']:.3f}); closer to training than to held-out rows {t['closer_to_train']:.1%} (50% ideal); "
+                 f"exact copies {t['exact_copies']:.1%} (held-out rows {t['holdout_exact_copies']:.1%})")
+    return lines
