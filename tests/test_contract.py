@@ -20,7 +20,7 @@ from genlab.registry import entries
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-DATA = {"image": ("digits", {}), "vector": ("8gaussians", {"n": 512})}
+DATA = {"image": ("digits", {}), "vector": ("8gaussians", {"n": 512}), "table": ("iris", {})}
 # fields that make a model tiny and its default sampler short; everything else is the default
 TINY = {
     "ddpm": dict(preset="tiny", hidden=(16,), sample_steps=3),
@@ -38,6 +38,7 @@ TINY = {
     "aae": dict(hidden=(16,), channels=(8,), discriminator_hidden=(16,)),
     # the 2D density picture evaluates log p on a grid once per mask: 16 masks of (512, 512) took 16 s
     "made": dict(hidden=(32, 32), num_masks=2),
+    "tabular": dict(hidden=(16,), sampling_steps=3),
 }
 
 

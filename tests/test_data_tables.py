@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,7 @@ def mixed_frame(n: int = 60) -> pd.DataFrame:
 
 def test_encoder_round_trip_and_layout():
     frame = mixed_frame()
-    enc = TableEncoder().fit(frame)
+    enc = TableEncoder(numeric="standard").fit(frame)
     assert [(c.name, c.kind, c.width) for c in enc.columns] == [
         ("age", "numeric", 1), ("income", "numeric", 1), ("colour", "categorical", 3),
         ("size", "categorical", 3), ("member", "categorical", 2), ("count", "numeric", 1),
@@ -116,7 +117,7 @@ def test_csv_with_target_and_categorical_columns(tmp_path):
     assert torch.equal(data.labels, torch.tensor((frame["species"] == "young").to_numpy()).long())
     assert data.encoder.column("colour").kind == "categorical"
     assert data.encoder.column("count").kind == "categorical" and data.encoder.column("age").kind == "numeric"
-    assert data.source == {"name": str(path.resolve()), "seed": 0, "target": "species", "categorical": "count"}
+    assert data.source == {"name": str(path.resolve()), "seed": 0, "target": "species", "categorical": "count", "numeric": "quantile"}
     assert torch.equal(gd.load(**data.source).storage, data.storage)
     decoded = data.encoder.decode(data.storage.double())
     assert (decoded["colour"].astype(str) == frame["colour"]).all()
@@ -124,24 +125,30 @@ def test_csv_with_target_and_categorical_columns(tmp_path):
 
 
 def test_csv_errors(tmp_path):
-    frame = pd.DataFrame({"a": [1.0, np.nan, 3.0, 4.0], "b": ["x", "y", None, "x"], "c": [1.5, 2.5, 3.5, 4.5]})
+    frame = pd.DataFrame({"a": [1.0, np.inf, 3.0, 4.0], "b": ["x", "y", None, "x"], "c": [1.5, 2.5, 3.5, 4.5]})
     path = tmp_path / "holes.csv"
     frame.to_csv(path, index=False)
-    with pytest.raises(DataError, match=r"holes.csv' has missing .* in 2 column\(s\) \(a, b\), 2 of 4 rows; drop .*fill"):
+    with pytest.raises(DataError, match=r"holes.csv' has infinite values in column\(s\) a; replace them"):
         gd.load(path)
-    frame = frame.fillna({"a": 0.0, "b": "z"})
+    frame = frame.replace(np.inf, 2.0)
     frame.to_csv(path, index=False)
+    with pytest.raises(DataError, match="target column 'b' of .* has 1 missing labels; drop those rows"):
+        gd.load(path, target="b")
+    with pytest.raises(DataError, match="unknown kind 'colour'; choose one of continuous, integer"):
+        gd.load(path, kinds="a=colour")
+    with pytest.raises(DataError, match="column 'b' holds .* values, not numbers; it cannot be continuous"):
+        gd.load(path, kinds="b=continuous")
     with pytest.raises(DataError, match="no column 'label'; its columns are a, b, c"):
         gd.load(path, target="label")
     with pytest.raises(DataError, match="non-integer numbers"):
         gd.load(path, target="c")
-    with pytest.raises(DataError, match="options are target, categorical, sep"):
+    with pytest.raises(DataError, match="options are target, categorical, sep, numeric, kinds"):
         gd.load(path, resize=3)
 
 
 def test_decode_clips_out_of_range_vectors_to_the_fitted_range():
     frame = mixed_frame()
-    enc = TableEncoder().fit(frame)
+    enc = TableEncoder(numeric="standard").fit(frame)
     age, income, count = enc.column("age"), enc.column("income"), enc.column("count")
     assert (age.minimum, age.maximum) == (frame["age"].min(), frame["age"].max())
     z = torch.zeros(4, enc.dim, dtype=torch.float64)
@@ -180,3 +187,110 @@ def test_a_table_dataset_decodes_rows_and_other_data_refuses():
     pd.testing.assert_frame_equal(data.decode_rows(data.storage.double()), data.frame, check_exact=False, rtol=1e-5)
     with pytest.raises(DataError, match="'digits' holds image data, not a table"):
         gd.load("digits").decode_rows(torch.zeros(1, 64))
+
+
+# -- kinds, transforms, missing values ---------------------------------------------------------------
+def typed_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
+    """Every column kind, with missing values in some."""
+    rng = np.random.default_rng(seed)
+    bimodal = np.where(rng.random(n) < 0.3, rng.normal(-5, 0.5, n), rng.normal(10, 2, n)).round(3)
+    frame = pd.DataFrame({
+        "price": bimodal,
+        "rooms": rng.integers(1, 6, n),
+        "floor": rng.integers(0, 30, n).astype(float),  # an integer column with holes reads as float
+        "city": rng.choice(["Oslo", "Lima", "Pune"], n).astype(object),
+        "grade": pd.Categorical(rng.choice(["low", "mid", "high"], n), categories=["low", "mid", "high"], ordered=True),
+        "garden": rng.random(n) < 0.4,
+        "built": pd.to_datetime("2001-01-01") + pd.to_timedelta(rng.integers(0, 7000, n), unit="D"),
+    })
+    frame.loc[rng.random(n) < 0.1, "floor"] = np.nan
+    frame.loc[rng.random(n) < 0.2, "city"] = None
+    frame.loc[rng.random(n) < 0.05, "price"] = np.nan
+    return frame
+
+
+def test_column_kinds_are_inferred_and_overridable():
+    frame = typed_frame()
+    assert gd.tables.column_kinds(frame) == {"price": "continuous", "rooms": "integer", "floor": "integer", "city": "categorical",
+                                             "grade": "ordinal", "garden": "boolean", "built": "datetime"}
+    text = frame.assign(built=frame.built.dt.strftime("%Y-%m-%d"))  # as read from a CSV
+    assert gd.tables.column_kinds(text, {"rooms": "categorical"})["rooms"] == "categorical"
+    assert gd.tables.column_kinds(text)["built"] == "datetime"
+
+
+@pytest.mark.parametrize("numeric", ["quantile", "standard", "mode"])
+def test_every_kind_round_trips_exactly_with_missing_values(numeric):
+    frame = typed_frame()
+    enc = TableEncoder(numeric=numeric).fit(frame)
+    z = enc.encode(frame, dtype=torch.float64)
+    back = enc.decode(z)
+    assert back["floor"].dtype == "Int64" and back["city"].isna().sum() == frame["city"].isna().sum()
+    expected = frame.assign(floor=frame["floor"].astype("Int64"))
+    pd.testing.assert_frame_equal(back, expected, check_exact=True)
+    # float32 storage as models see it: the same rows (numbers come back at the column's decimals)
+    pd.testing.assert_frame_equal(enc.decode(enc.encode(frame)), expected, check_exact=False, rtol=1e-6)
+    restored = TableEncoder.from_dict(json.loads(json.dumps(enc.to_dict())))
+    assert restored.columns == enc.columns and torch.equal(restored.encode(frame, dtype=torch.float64), z)
+
+
+def test_quantile_codes_are_standard_normal_and_mode_codes_find_the_modes():
+    frame = typed_frame(2000)
+    z = TableEncoder().fit(frame).encode(frame, dtype=torch.float64)
+    price = z[torch.tensor(frame["price"].notna().to_numpy()), 0]  # a bimodal column becomes one N(0, 1) coordinate
+    assert abs(price.mean()) < 0.01 and abs(price.std() - 1) < 0.02
+    enc = TableEncoder(numeric="mode").fit(frame)
+    modes = sorted(enc.column("price").modes, key=lambda m: m[1])
+    assert len(modes) >= 2 and abs(modes[0][1] + 5) < 0.2 and abs(modes[-1][1] - 10) < 0.5 and abs(modes[0][0] - 0.3) < 0.05
+    c = enc.column("price")
+    codes = enc.encode(frame, dtype=torch.float64)[:, c.start : c.start + c.value_width]
+    assert torch.equal(codes[:, 1:].sum(1), torch.ones(len(frame), dtype=torch.float64))  # one mode each
+    assert codes[:, 0].abs().max() < 1  # within 4 sigma of its mode
+
+
+def test_blocks_and_missing_slots_layout():
+    frame = typed_frame()
+    enc = TableEncoder(numeric="mode").fit(frame)
+    price, city, floor = enc.column("price"), enc.column("city"), enc.column("floor")
+    assert price.missing and floor.missing and not enc.column("rooms").missing
+    assert city.width == 4 and city.categories == ("Lima", "Oslo", "Pune")  # three cities and "missing"
+    blocks = enc.blocks
+    assert ("price", "continuous", price.start, price.start + 1) in blocks
+    assert ("price", "categorical", price.start + 1, price.start + 1 + len(price.modes)) in blocks
+    assert ("price", "categorical", price.stop - 2, price.stop) in blocks and ("city", "categorical", city.start, city.stop) in blocks
+    covered = sorted(i for _, _, a, b in blocks for i in range(a, b))
+    assert covered == list(range(enc.dim))  # every coordinate in exactly one block
+    # a model that puts the missing slot first generates missing values at its rate; never new categories
+    z = torch.zeros(50, enc.dim, dtype=torch.float64)
+    z[:25, floor.stop - 1] = 1.0
+    z[:, city.stop - 1] = torch.linspace(-1, 1, 50)
+    rows = enc.decode(z)
+    assert rows["floor"].isna().sum() == 25 and rows["city"].isna().sum() == 25
+    assert set(rows["city"].dropna()) <= set(city.categories)
+
+
+def test_encoders_saved_before_transforms_decode_as_they_did():
+    """table_encoder.json of older runs: no numeric, transform, missing or kinds fields."""
+    old = {"columns": [
+        {"name": "age", "kind": "numeric", "start": 0, "stop": 1, "dtype": "int64", "mean": 40.0, "std": 10.0,
+         "integer": True, "categories": None, "ordered": False, "minimum": 20.0, "maximum": 60.0},
+        {"name": "pet", "kind": "categorical", "start": 1, "stop": 3, "dtype": "object", "mean": None, "std": None,
+         "integer": False, "categories": ["cat", "dog"], "ordered": False, "minimum": None, "maximum": None},
+    ]}
+    enc = TableEncoder.from_dict(old)
+    assert enc.numeric == "standard" and enc.kinds == {"age": "integer", "pet": "categorical"}
+    rows = enc.decode(torch.tensor([[0.5, 0.1, 0.9], [-9.0, 1.0, 0.0]]))
+    assert rows["age"].tolist() == [45, 20] and rows["pet"].tolist() == ["dog", "cat"]
+
+
+def test_penguins_with_missing_values_load_and_decode(tmp_path):
+    path = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "tables" / "penguins.csv"
+    if not path.is_file():
+        pytest.skip("../shared/datasets/tables/penguins.csv is not here")
+    data = gd.load(path, target="species")
+    original = pd.read_csv(path)
+    assert data.encoder.column("sex").missing and data.spec.class_names == ("Adelie", "Chinstrap", "Gentoo")
+    rows = data.decode_rows(data.storage)
+    assert rows.isna().sum().to_dict() == original.isna().sum().to_dict()
+    rows.to_csv(tmp_path / "back.csv", index=False)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "back.csv"), original)  # the same table, integers as integers
+    assert "195,3250,female" in (tmp_path / "back.csv").read_text()

@@ -54,7 +54,7 @@ def evaluate_run(
     """
     import genlab.data
     from genlab.train.checkpoint import save_json
-    from genlab.train.run import load_model, read_run_config
+    from genlab.train.run import load_model, read_run_config, run_data_source
 
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ConfigError(f"n={n!r} must be a positive number of samples to draw (default: the held-out split's size, at least {MIN_GENERATED})")
@@ -62,7 +62,7 @@ def evaluate_run(
     check_likelihood_n(likelihood_n)  # before the costly part, not after it
     cfg = read_run_config(run_dir)
     model = load_model(run_dir, ema=ema, device=device)
-    data = genlab.data.load(**{**cfg["data"], **(data_options or {})})
+    data = genlab.data.load(**{**run_data_source(cfg), **(data_options or {})})
     held_out = data.split(split)
     real, _ = held_out.tensors()
     n = n or max(len(real), MIN_GENERATED)

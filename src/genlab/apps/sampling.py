@@ -30,7 +30,7 @@ from genlab.models.diffusion.model import DiffusionModel
 from genlab.models.diffusion.samplers import get_sampler
 
 __all__ = ["DEFAULT_SAMPLES", "DEFAULT_PER_CLASS", "Samples", "resolve_classes", "sampling_options", "draw_samples",
-           "class_labels", "write_samples", "sample_run"]
+           "class_labels", "parse_where", "where_conditions", "write_samples", "sample_run"]
 
 DEFAULT_SAMPLES = 64  # samples drawn when n is not given: of no class or of one class
 # what write_samples writes: pictures (by matplotlib or PIL), tensors, table rows
@@ -152,6 +152,8 @@ def draw_samples(
     steps: int | None = None,
     guidance_scale: float | None = None,
     seed: int = 0,
+    where: dict[str, Any] | None = None,
+    encoder: Any = None,
 ) -> Samples:
     """Draw samples with torch.Generator().manual_seed(seed), in one `model.sample` call.
 
@@ -159,7 +161,19 @@ def draw_samples(
     class (default DEFAULT_PER_CLASS), drawn class after class so a grid of `per_row` = n columns
     has one row per class. classes: see `resolve_classes`. sampler, steps, guidance_scale: diffusion
     runs only (`sampling_options`); guidance (classifier-free, w > 0) needs classes to steer towards.
+    where: table runs: {column: value} to draw rows from p(row | column = value), see
+    `where_conditions` (`encoder`, the run's TableEncoder, names the categories).
     """
+    if where:
+        conditions, label = where_conditions(model, where, encoder)
+        if conditions is not None:
+            if classes is not None:
+                raise ConfigError("give the rows' condition once: --where or --class, not both")
+            x = model.sample_where(n or DEFAULT_SAMPLES, conditions, generator=torch.Generator().manual_seed(seed))
+            return Samples(x.float().cpu())
+        if classes is not None and resolve_classes(model, classes) != [label]:
+            raise ConfigError("give the rows' condition once: --where or --class, not both")
+        classes = [label]
     chosen = resolve_classes(model, classes)
     options = sampling_options(model, sampler=sampler, steps=steps, guidance_scale=guidance_scale, classes=chosen)
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
@@ -175,6 +189,44 @@ def draw_samples(
         options["cond"] = labels
     x = model.sample(count, generator=torch.Generator().manual_seed(seed), **options)
     return Samples(x.float().cpu(), labels, per_row)
+
+
+def parse_where(items: Sequence[str] | str | None) -> dict[str, str]:
+    """COLUMN=VALUE words (a list, or one string with commas) as {column: value text}."""
+    if not items:
+        return {}
+    words = [w for item in ([items] if isinstance(items, str) else items) for w in str(item).split(",") if w.strip()]
+    bad = [w for w in words if "=" not in w or not w.split("=", 1)[0].strip()]
+    if bad:
+        raise ConfigError(f"--where {bad[0]!r}: write COLUMN=VALUE, e.g. --where species=Gentoo")
+    return {k.strip(): v.strip() for k, v in (w.split("=", 1) for w in words)}
+
+
+def where_conditions(model: GenerativeModel, where: dict[str, Any], encoder: Any) -> tuple[dict[str, int] | None, int | None]:
+    """{column: value} -> ({column: category index}, None) for a model that conditions on columns
+    (`sample_where`, the tabular diffusion model), or (None, class index) for a class-conditional
+    model when the one column is the data's label column. Values are matched against the
+    encoder's categories by their text. Raises ConfigError naming the fix otherwise."""
+    if model.spec.kind != "table" or encoder is None:
+        raise ConfigError(f"--where conditions on a table's columns, and '{model.name}' was trained on {model.spec.kind} data; "
+                          "use --class for class-conditional image models")
+    indices = {}
+    for column, value in where.items():
+        info = encoder.column(column)
+        if info.kind != "categorical":
+            raise ConfigError(f"--where {column}={value}: column {column!r} is numeric; rows can be conditioned on categorical columns")
+        texts = [str(c) for c in info.categories]
+        if str(value) not in texts:
+            shown = ", ".join(texts[:12]) + (", ..." if len(texts) > 12 else "")
+            raise ConfigError(f"--where {column}={value}: {value!r} is not a value of {column!r}; its values are {shown}")
+        indices[column] = texts.index(str(value))
+    if hasattr(model, "sample_where"):
+        return indices, None
+    if len(indices) == 1 and model.num_classes is not None and next(iter(indices)) == model.spec.target:
+        return None, next(iter(indices.values()))
+    label = f" (its label column {model.spec.target!r} with --where, or --class)" if model.num_classes is not None else ""
+    raise ConfigError(f"'{model.name}' cannot condition on {', '.join(indices)}{label}; train `genlab train tabular` with "
+                      f"--set condition_on={','.join(indices)} to sample p(row | {', '.join(indices)})")
 
 
 def write_samples(samples: Samples, spec: DataSpec, out: str | Path, *, encoder: Any = None) -> Path:
@@ -215,6 +267,7 @@ def sample_run(
     seed: int = 0,
     ema: bool = True,
     device: str | None = None,
+    where: dict[str, Any] | None = None,
 ) -> tuple[Path, Samples]:
     """What `genlab sample` does: load the run (`genlab.load`), `draw_samples` and `write_samples` to
     `out` (default RUN/sample.png); a .csv `out` takes the run's table encoder
@@ -224,13 +277,14 @@ def sample_run(
     model = load_model(run_dir, ema=ema, device=device)
     out = Path(out) if out is not None else Path(run_dir) / "sample.png"
     encoder = None
-    if out.suffix.lower() == ".csv":
-        if model.spec.kind != "table":
-            raise ConfigError(f"'{out}': a .csv holds table rows, and run '{run_dir}' was trained on {model.spec.kind} data; write .png, .npy or .pt")
+    if out.suffix.lower() == ".csv" and model.spec.kind != "table":
+        raise ConfigError(f"'{out}': a .csv holds table rows, and run '{run_dir}' was trained on {model.spec.kind} data; write .png, .npy or .pt")
+    if model.spec.kind == "table" and (out.suffix.lower() == ".csv" or where):
         encoder = read_table_encoder(run_dir)
     if out.suffix.lower() not in WRITTEN_SUFFIXES:
         raise ConfigError(f"'{out}': genlab writes samples as {', '.join(WRITTEN_SUFFIXES)}; not {out.suffix or 'a file without suffix'!r}")
-    samples = draw_samples(model, n, classes=classes, sampler=sampler, steps=steps, guidance_scale=guidance_scale, seed=seed)
+    samples = draw_samples(model, n, classes=classes, sampler=sampler, steps=steps, guidance_scale=guidance_scale, seed=seed,
+                           where=where, encoder=encoder)
     bad = int((~torch.isfinite(samples.x.reshape(len(samples.x), -1))).any(1).sum())
     if bad:
         raise RunError(f"{bad} of {len(samples.x)} samples of run '{run_dir}' are not finite (NaN or infinite), so nothing was written; "

@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default=None, choices=sampler_choices, metavar="NAME",
                    help=f"diffusion runs: the sampler, one of {', '.join(sampler_choices)} (default: auto, the model's own)")
     p.add_argument("--steps", type=int, default=None, help="diffusion runs: sampler steps (default: the model's)")
+    p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
+                   help="table runs: draw rows from p(row | COLUMN = VALUE), by conditioning, not rejection (repeatable): "
+                        "the columns a tabular run conditions on (condition_on), or the label column of a class-conditional run")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ema", action="store_true", help="use the trained weights, not their EMA")
     p.add_argument("--device", default=None)
@@ -304,15 +307,17 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_sample(args: argparse.Namespace) -> None:
-    from genlab.apps.sampling import sample_run
+    from genlab.apps.sampling import parse_where, sample_run
 
     out, samples = sample_run(
         args.run, args.out, n=args.n, classes=args.classes, sampler=args.sampler, steps=args.steps,
         guidance_scale=args.guidance_scale, seed=args.seed, ema=not args.no_ema, device=args.device,
+        where=parse_where(args.where),
     )  # fmt: skip
     chosen = [] if samples.labels is None else list(dict.fromkeys(samples.labels.tolist()))
     classes = f" of class{'es' if len(chosen) > 1 else ''} {','.join(map(str, chosen))}" if chosen else ""
-    print(f"wrote {len(samples.x)} samples{classes} of shape {tuple(samples.x.shape[1:])} to {out}")
+    given = f" where {', '.join(args.where)}" if args.where else ""
+    print(f"wrote {len(samples.x)} samples{classes}{given} of shape {tuple(samples.x.shape[1:])} to {out}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -377,13 +382,13 @@ def cmd_inpaint(args: argparse.Namespace) -> None:
 def cmd_latent(args: argparse.Namespace) -> None:
     import genlab
     from genlab.apps.latent import write_latent_tools
-    from genlab.train import read_run_config
+    from genlab.train.run import read_run_config, run_data_source
 
     tools = [t for t, chosen in (("interpolate", args.interpolate), ("latent_map", args.latent_map),
                                  ("rate_distortion", args.rate_distortion),
                                  ("transfer_attribute", args.transfer_attribute is not None)) if chosen]
     model = genlab.load(args.run, ema=not args.no_ema, device=args.device)
-    data = genlab.data.load(**{**read_run_config(args.run)["data"], **_data_options(args)})
+    data = genlab.data.load(**{**run_data_source(read_run_config(args.run)), **_data_options(args)})
     source, target = args.transfer_attribute or (None, None)
     written = write_latent_tools(
         model, data, Path(args.out) if args.out else Path(args.run) / "latent",

@@ -164,5 +164,7 @@ def load(name_or_path: str | os.PathLike | None = None, *, name: str | os.PathLi
         dataset = _call(_path_loader(path), f"'{path.name}'", seed, None, options)
         source = {"name": str(path), "seed": seed}
     source.update({k: _plain(v) for k, v in options.items() if k not in _NOT_RECORDED})
+    if dataset.encoder is not None:  # a table's encoding, recorded so that a later default cannot change it
+        source.setdefault("numeric", dataset.encoder.numeric)
     dataset.source = source
     return dataset

@@ -29,6 +29,10 @@ class DataSpec:
     levels: number of discrete values per dimension before scaling (256 for 8-bit pixels,
         17 for scikit-learn's digits), or None for continuous data; used for dequantization
         and bits per dimension.
+    table_blocks: tables: (column, role, start, stop) for each run of coordinates, role
+        "continuous" or "categorical" (a one-hot block), as `TableEncoder.blocks`; None otherwise
+        (and for table runs saved before it existed).
+    target: tables: the column the labels come from, or None.
     """
 
     name: str
@@ -38,6 +42,8 @@ class DataSpec:
     num_classes: int | None = None
     levels: int | None = None
     class_names: tuple[str, ...] | None = None
+    table_blocks: tuple[tuple[str, str, int, int], ...] | None = None
+    target: str | None = None
 
     @property
     def dim(self) -> int:
@@ -52,6 +58,12 @@ class DataSpec:
         d["value_range"] = list(self.value_range)
         if self.class_names is not None:
             d["class_names"] = list(self.class_names)
+        if self.table_blocks is not None:
+            d["table_blocks"] = [list(b) for b in self.table_blocks]
+        else:
+            d.pop("table_blocks")
+        if self.target is None:
+            d.pop("target")
         return d
 
     @classmethod
@@ -61,6 +73,8 @@ class DataSpec:
         d["value_range"] = tuple(d["value_range"])
         if d.get("class_names") is not None:
             d["class_names"] = tuple(d["class_names"])
+        if d.get("table_blocks") is not None:
+            d["table_blocks"] = tuple(tuple(b) for b in d["table_blocks"])
         return cls(**d)
 
 

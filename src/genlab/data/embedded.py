@@ -60,8 +60,9 @@ TABLE_DESCRIPTIONS = {
 }
 
 
-def load_sklearn_table(name: str, *, seed: int = 0) -> Dataset:
-    """A scikit-learn table encoded by `TableEncoder` (see `genlab.data.tables.table_dataset`):
-    `frame` holds the features and "target"; labels are the class index (none for diabetes)."""
+def load_sklearn_table(name: str, *, seed: int = 0, numeric: str = "quantile") -> Dataset:
+    """A scikit-learn table encoded by `TableEncoder(numeric=numeric)` (see
+    `genlab.data.tables.table_dataset`): `frame` holds the features and "target"; labels are the
+    class index (none for diabetes)."""
     frame, target = _sklearn_frame(name)
-    return table_dataset(frame, name=name, target=target, seed=seed)
+    return table_dataset(frame, name=name, target=target, seed=seed, numeric=numeric)

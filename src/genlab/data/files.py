@@ -24,7 +24,7 @@ import torch
 from genlab.data.dataset import DataSpec, Dataset
 from genlab.data.images import image_spec, parse_flag
 from genlab.data.splits import seeded_splits
-from genlab.data.tables import find_missing, table_dataset
+from genlab.data.tables import table_dataset
 from genlab.errors import DataError
 
 X_KEYS = ("x", "images", "data", "X")
@@ -240,9 +240,11 @@ def load_idx_file(path: Path, *, seed: int = 0, labels: bool = True) -> Dataset:
 
 # -- CSV -----------------------------------------------------------------------------------------------------
 def load_csv(path: Path, *, seed: int = 0, target: str | None = None, categorical: Any = None,
-             sep: str | None = None) -> Dataset:
-    """A CSV table through `TableEncoder`: non-numeric columns (and those named in `categorical`)
-    are categorical, the rest numeric; `target` names the class-label column (labels)."""
+             sep: str | None = None, numeric: str = "quantile", kinds: Any = None) -> Dataset:
+    """A CSV table through `TableEncoder`: each column's kind inferred (`column_kinds`) except
+    where `kinds` ("col=kind,...") says it, `categorical` ("a,b") naming columns to treat as
+    categories; numbers encoded by `numeric` (quantile, standard or mode); empty cells and NA are
+    missing values; `target` names the class-label column (labels)."""
     where = f"'{path}'"
     try:
         frame = pd.read_csv(path, sep=sep if sep is not None else ("\t" if path.suffix.lower() == ".tsv" else ","))
@@ -250,7 +252,6 @@ def load_csv(path: Path, *, seed: int = 0, target: str | None = None, categorica
         raise DataError(f"cannot read {where} as CSV: {err}") from None
     if frame.empty:
         raise DataError(f"{where} has no rows")
-    find_missing(frame, where)
     if isinstance(categorical, str):
         categorical = [c.strip() for c in categorical.split(",") if c.strip()]
     for column in [*(categorical or []), *([target] if target is not None else [])]:
@@ -259,8 +260,8 @@ def load_csv(path: Path, *, seed: int = 0, target: str | None = None, categorica
     for column in categorical or []:
         frame[column] = frame[column].astype("category")
     if target is not None and pd.api.types.is_numeric_dtype(frame[target].dtype):
-        values = frame[target].to_numpy()
+        values = frame[target].dropna().to_numpy()
         if values.dtype.kind == "f" and (values != np.round(values)).any():
             raise DataError(f"target column {target!r} of {where} holds non-integer numbers; a target is a class label")
         frame[target] = frame[target].astype("category")
-    return table_dataset(frame, name=path.stem, target=target, seed=seed, where=where)
+    return table_dataset(frame, name=path.stem, target=target, seed=seed, where=where, numeric=numeric, kinds=kinds)

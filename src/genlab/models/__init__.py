@@ -7,5 +7,6 @@ from genlab.models.diffusion import latent as _latent_diffusion  # noqa: F401  (
 from genlab.models import flows  # noqa: F401  (registers normalizing flows)
 from genlab.models import autoregressive  # noqa: F401  (registers autoregressive models)
 from genlab.models import gan  # noqa: F401  (registers GANs)
+from genlab.models import tabular  # noqa: F401  (registers the tabular diffusion model)
 
 __all__ = ["GenerativeModel", "LikelihoodMeasure", "Loss"]

@@ -11,7 +11,7 @@ from genlab.nn.embeddings import ClassEmbedding, NoiseLevelEmbedding
 
 
 class TimeConditionedMLP(nn.Module):
-    """(x_t (B, dim), noise level (B,), y (B,) or None) -> (B, dim).
+    """(x_t (B, dim), noise level (B,), y (B,) or None) -> (B, out_dim) (out_dim defaults to dim).
 
     e = NoiseLevelEmbedding(noise_level) [+ ClassEmbedding(y)], of width embedding_dim; then per
     hidden width n_l:  h_l = SiLU(W_l h_{l-1} + b_l + U_l e)  (the embedding added in every layer,
@@ -31,6 +31,7 @@ class TimeConditionedMLP(nn.Module):
         hidden: Sequence[int] = (256, 256, 256),
         num_classes: int | None = None,
         embedding_dim: int = 128,
+        out_dim: int | None = None,
     ) -> None:
         super().__init__()
         if dim < 1:
@@ -45,7 +46,7 @@ class TimeConditionedMLP(nn.Module):
         self.layers = nn.ModuleList([nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:])])
         self.embedding_projs = nn.ModuleList([nn.Linear(embedding_dim, b) for b in hidden])
         self.activation = nn.SiLU()
-        self.out = nn.Linear(widths[-1], dim)
+        self.out = nn.Linear(widths[-1], dim if out_dim is None else out_dim)
 
     def forward(self, x: Tensor, noise_level: Tensor, y: Tensor | None = None) -> Tensor:
         e = self.noise_embedding(noise_level)  # (B,) -> (B, E)
@@ -56,4 +57,4 @@ class TimeConditionedMLP(nn.Module):
         h = x
         for layer, embedding_proj in zip(self.layers, self.embedding_projs):
             h = self.activation(layer(h) + embedding_proj(e))  # (B, n_{l-1}) -> (B, n_l)
-        return self.out(h)  # (B, n_L) -> (B, dim)
+        return self.out(h)  # (B, n_L) -> (B, out_dim)

@@ -98,6 +98,15 @@ def read_run_config(run_dir: str | Path) -> dict[str, Any]:
     return cfg
 
 
+def run_data_source(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The `genlab.data.load` keywords that reload a run's data as it was trained on. Table runs
+    saved before tables had a `numeric` option were encoded with numeric="standard"."""
+    source = dict(cfg["data"])
+    if cfg.get("data_spec", {}).get("kind") == "table":
+        source.setdefault("numeric", "standard")
+    return source
+
+
 def write_table_encoder(data: Any, paths: RunPaths) -> None:
     """Keep a table's encoder (`TableEncoder.to_dict`) in the run, so that its samples decode to rows
     without the data at hand; other data writes nothing."""
@@ -132,7 +141,7 @@ def read_table_encoder(run_dir: str | Path):
         return TableEncoder.from_dict(description)
     import genlab.data
 
-    encoder = genlab.data.load(**cfg["data"]).encoder
+    encoder = genlab.data.load(**run_data_source(cfg)).encoder
     if encoder is None:
         raise DataError(f"the data of run '{run_dir}' ({cfg['data'].get('name')}) no longer loads as a table")
     return encoder
@@ -162,7 +171,7 @@ def resume_settings(run_dir: str | Path, model: str) -> tuple[dict[str, Any], di
     wanted, trained = entry.name, registry.get(cfg["model"]).name
     if wanted != trained:
         raise RunError(f"cannot resume '{run_dir}' as {wanted}: it trained {trained}; use `genlab train {trained} --out {run_dir} --resume`, or choose another --out")
-    return saved_config_values(entry.config_class, cfg["model_config"]), cfg["data"]
+    return saved_config_values(entry.config_class, cfg["model_config"]), run_data_source(cfg)
 
 
 def load_model(run_dir: str | Path, *, ema: bool = True, device: str | torch.device | None = None):
