@@ -51,6 +51,12 @@ def test_layout_and_conditioning_columns():
         tiny_model(data, condition_on=("colour",))
     with pytest.raises(ConfigError, match="built for table data"):
         genlab.create("tabular", data=genlab.data.load("digits"))
+    # dropout acts in training and not in evaluation
+    dropped = tiny_model(data, dropout=0.5)
+    x, t = torch.randn(8, dropped.net.dim), torch.full((8,), 500.0)
+    assert not torch.equal(dropped.net(x, t), dropped.net(x, t))
+    dropped.eval()
+    assert torch.equal(dropped.net(x, t), dropped.net(x, t))
 
 
 def test_condition_frequencies_and_exact_conditioning():

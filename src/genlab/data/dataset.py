@@ -33,6 +33,7 @@ class DataSpec:
         "continuous" or "categorical" (a one-hot block), as `TableEncoder.blocks`; None otherwise
         (and for table runs saved before it existed).
     target: tables: the column the labels come from, or None.
+    rows: tables: the number of rows of the whole table (all splits), or None.
     """
 
     name: str
@@ -44,6 +45,7 @@ class DataSpec:
     class_names: tuple[str, ...] | None = None
     table_blocks: tuple[tuple[str, str, int, int], ...] | None = None
     target: str | None = None
+    rows: int | None = None
 
     @property
     def dim(self) -> int:
@@ -62,8 +64,9 @@ class DataSpec:
             d["table_blocks"] = [list(b) for b in self.table_blocks]
         else:
             d.pop("table_blocks")
-        if self.target is None:
-            d.pop("target")
+        for key in ("target", "rows"):
+            if d[key] is None:
+                d.pop(key)
         return d
 
     @classmethod

@@ -628,5 +628,6 @@ def table_dataset(frame: pd.DataFrame, *, name: str, target: str | None = None, 
         class_names=class_names,
         table_blocks=encoder.blocks,
         target=None if target is None else str(target),
+        rows=len(frame),
     )
     return Dataset(storage, spec, labels, splits=seeded_splits(len(frame), seed), frame=frame, encoder=encoder)

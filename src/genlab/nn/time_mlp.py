@@ -17,6 +17,7 @@ class TimeConditionedMLP(nn.Module):
     hidden width n_l:  h_l = SiLU(W_l h_{l-1} + b_l + U_l e)  (the embedding added in every layer,
     as DDPM adds it in every residual block), with h_0 = x; the output is a Linear map of the last h.
     num_classes: condition on labels too (with the classifier-free "no label" token).
+    dropout: dropout after every hidden layer's activation (0: none).
 
     >>> import torch
     >>> net = TimeConditionedMLP(dim=2, hidden=(64, 64))
@@ -32,6 +33,7 @@ class TimeConditionedMLP(nn.Module):
         num_classes: int | None = None,
         embedding_dim: int = 128,
         out_dim: int | None = None,
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if dim < 1:
@@ -46,6 +48,7 @@ class TimeConditionedMLP(nn.Module):
         self.layers = nn.ModuleList([nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:])])
         self.embedding_projs = nn.ModuleList([nn.Linear(embedding_dim, b) for b in hidden])
         self.activation = nn.SiLU()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.out = nn.Linear(widths[-1], dim if out_dim is None else out_dim)
 
     def forward(self, x: Tensor, noise_level: Tensor, y: Tensor | None = None) -> Tensor:
@@ -56,5 +59,5 @@ class TimeConditionedMLP(nn.Module):
             raise ConfigError("labels y were passed to a TimeConditionedMLP built with num_classes=None; build it with num_classes=K")
         h = x
         for layer, embedding_proj in zip(self.layers, self.embedding_projs):
-            h = self.activation(layer(h) + embedding_proj(e))  # (B, n_{l-1}) -> (B, n_l)
+            h = self.dropout(self.activation(layer(h) + embedding_proj(e)))  # (B, n_{l-1}) -> (B, n_l)
         return self.out(h)  # (B, n_L) -> (B, out_dim)
