@@ -160,7 +160,10 @@ def main(argv: list[str] | None = None) -> int:
             numbers = measure(synthetic, train, test, target, kinds)
             results[table].setdefault("real held-out", reference(numbers))
             results[table][name] = {**numbers, "fit_s": fit_s, "sample_s": sample_s}
-            print(f"  {name}: fit {fit_s:.0f} s, quality {numbers['quality']:.3f}", flush=True)
+            print(f"  {name}: fit {fit_s:.0f} s, sample {sample_s:.0f} s, " + ", ".join(
+                f"{c} {numbers[c]:.3f}" for c in COLUMNS if c in numbers and c not in ("fit_s", "sample_s")), flush=True)
+            if args.json:  # after every synthesizer, so an interrupted run keeps what it measured
+                Path(args.json).write_text(json.dumps({"settings": vars(args), "torch": torch.__version__, "results": results}, indent=2))
         results[table] = {"real held-out": results[table].pop("real held-out"), **results[table]}
         print_table(table, results[table])
     if args.json:
