@@ -1,9 +1,11 @@
 """Synthetic tables side by side: genlab's `tabular` (and optionally other genlab models) against
-SDV's GaussianCopula, CTGAN and TVAE at their defaults, on the same splits, with the same metrics.
+SDV's GaussianCopula, CTGAN and TVAE at their defaults (named sdv-gaussian-copula, sdv-ctgan and
+sdv-tvae: genlab's own `ctgan` and `vae` compare with the same words), on the same splits, with the
+same metrics.
 
 SDV is not a genlab dependency. Install it in its own virtualenv with genlab beside it:
 
-    python3 -m venv ../sdv-venv && ../sdv-venv/bin/pip install "sdv==2.0.0" && ../sdv-venv/bin/pip install -e . --no-deps
+    python3 -m venv ../sdv-venv && ../sdv-venv/bin/pip install -r requirements-cpu.txt -e . "sdv==2.0.0"
     ../sdv-venv/bin/python benchmarks/tables.py --data-root ../shared/datasets
 
 (checked with sdv 2.0.0, torch 2.x CPU). Without SDV the script says so and measures genlab alone.
@@ -16,7 +18,7 @@ detection against the training rows), the reference a synthesizer can reach. The
 measures are `genlab.metrics.tabular.table_metrics` (SDMetrics' quality definitions, detection
 AUC, TSTR against TRTR for the table's target, DCR privacy), and fit and sample seconds.
 
-    python benchmarks/tables.py --tables wine,penguins --synthesizers tabular,gaussian_copula
+    python benchmarks/tables.py --tables wine,penguins --synthesizers tabular,ctgan,vae,sdv-gaussian-copula,sdv-ctgan
     python benchmarks/tables.py --tables wine --synthesizers tabular --steps 1000 --set dropout=0.3
     python benchmarks/tables.py --quick          # smoke run: 200 steps / 2 epochs; numbers mean nothing
 """
@@ -35,9 +37,12 @@ from typing import Any, Callable
 import pandas as pd
 import torch
 
-import genlab
-from genlab.data.tables import column_kinds
-from genlab.metrics.tabular import table_metrics
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import genlab  # noqa: E402
+from genlab.data.tables import column_kinds  # noqa: E402
+from genlab.metrics.tabular import table_metrics  # noqa: E402
+from _common import add_run_options  # noqa: E402
 
 # name -> (genlab.data.load source, its options, the target column)
 TABLES: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -48,7 +53,7 @@ TABLES: dict[str, tuple[str, dict[str, Any], str]] = {
     "mpg": ("tables/mpg.csv", {"target": "class"}, "class"),
     "diamonds": ("tables/diamonds.csv", {"target": "cut", "kinds": "cut=ordinal,color=ordinal,clarity=ordinal"}, "cut"),
 }
-SDV = ("gaussian_copula", "ctgan", "tvae")
+SDV = ("sdv-gaussian-copula", "sdv-ctgan", "sdv-tvae")
 COLUMNS = ["quality", "column_shapes", "pair_trends", "detection_auc", "tstr", "trtr", "dcr_ratio", "closer_to_train",
            "exact_copies", "fit_s", "sample_s"]
 
@@ -84,8 +89,8 @@ def fit_sdv(kind: str, train: pd.DataFrame, epochs: int | None) -> tuple[Callabl
     # CTGAN and TVAE refuse pandas' category dtype: its values as plain objects
     train = train.astype({c: object for c in train.columns if isinstance(train[c].dtype, pd.CategoricalDtype)})
     metadata = Metadata.detect_from_dataframes({"table": train}, infer_keys=None)
-    cls = {"gaussian_copula": GaussianCopulaSynthesizer, "ctgan": CTGANSynthesizer, "tvae": TVAESynthesizer}[kind]
-    synthesizer = cls(metadata, **({"epochs": epochs} if epochs and kind != "gaussian_copula" else {}))
+    cls = {"sdv-gaussian-copula": GaussianCopulaSynthesizer, "sdv-ctgan": CTGANSynthesizer, "sdv-tvae": TVAESynthesizer}[kind]
+    synthesizer = cls(metadata, **({"epochs": epochs} if epochs and kind != "sdv-gaussian-copula" else {}))
     start = time.perf_counter()
     synthesizer.fit({"table": train})  # SDV 2 takes and gives {table name: frame}
     seconds = time.perf_counter() - start
@@ -126,14 +131,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tables", default=",".join(TABLES))
     parser.add_argument("--synthesizers", default="tabular," + ",".join(SDV),
-                        help="genlab model names and/or gaussian_copula, ctgan, tvae")
+                        help="genlab model names (tabular, ctgan, vae, ...) and/or " + ", ".join(SDV))
     parser.add_argument("--data-root", default="../shared/datasets")
-    parser.add_argument("--steps", type=int, default=None, help="genlab training steps (default: the model's)")
-    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="genlab model config field (repeatable)")
     parser.add_argument("--epochs", type=int, default=None, help="CTGAN/TVAE epochs (default: SDV's, 300)")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--json", default=None)
+    add_run_options(parser)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     if args.quick:
@@ -153,19 +154,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{table}: {len(train)} training rows, {len(test)} held-out rows, {len(kinds)} columns, target {target!r}", flush=True)
         for name in names:
             fit = (lambda: fit_sdv(name, train, args.epochs)) if name in SDV else (lambda: fit_genlab(name, data, args.steps, fields))
-            sample, fit_s = fit()
-            start = time.perf_counter()
-            synthetic = sample(len(train))
-            sample_s = time.perf_counter() - start
-            numbers = measure(synthetic, train, test, target, kinds)
+            try:
+                sample, fit_s = fit()
+                start = time.perf_counter()
+                synthetic = sample(len(train))
+                sample_s = time.perf_counter() - start
+                numbers = measure(synthetic, train, test, target, kinds)
+            except Exception as err:  # one synthesizer that fails (or refuses the table) does not end the run
+                print(f"  {name}: failed: {type(err).__name__}: {err}", flush=True)
+                continue
             results[table].setdefault("real held-out", reference(numbers))
             results[table][name] = {**numbers, "fit_s": fit_s, "sample_s": sample_s}
             print(f"  {name}: fit {fit_s:.0f} s, sample {sample_s:.0f} s, " + ", ".join(
                 f"{c} {numbers[c]:.3f}" for c in COLUMNS if c in numbers and c not in ("fit_s", "sample_s")), flush=True)
             if args.json:  # after every synthesizer, so an interrupted run keeps what it measured
                 Path(args.json).write_text(json.dumps({"settings": vars(args), "torch": torch.__version__, "results": results}, indent=2))
-        results[table] = {"real held-out": results[table].pop("real held-out"), **results[table]}
-        print_table(table, results[table])
+        if results[table]:
+            results[table] = {"real held-out": results[table].pop("real held-out"), **results[table]}
+            print_table(table, results[table])
     if args.json:
         Path(args.json).write_text(json.dumps({"settings": vars(args), "torch": torch.__version__, "results": results}, indent=2))
     return 0

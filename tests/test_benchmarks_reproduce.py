@@ -3,25 +3,18 @@ records the times and the eval report, reuses a finished run, and names each lik
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
+
+@pytest.fixture
+def script(repo_script):
+    return repo_script("benchmarks/reproduce.py")
 
 
-def load_script():
-    spec = importlib.util.spec_from_file_location("benchmark_reproduce", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_quick_run_trains_evaluates_and_reuses_the_run(tmp_path):
-    script = load_script()
+def test_quick_run_trains_evaluates_and_reuses_the_run(tmp_path, script):
     argv = ["--data", "digits", "--models", "glow", "--quick", "--threads", "1", "--out", str(tmp_path / "runs")]
     payload = script.main([*argv, "--json", str(tmp_path / "r.json")])
 
@@ -50,8 +43,7 @@ def test_quick_run_trains_evaluates_and_reuses_the_run(tmp_path):
     assert [" train glow " in c for c in commands] == [True, False, True, False]
 
 
-def test_likelihood_column_names_the_unit():
-    script = load_script()
+def test_likelihood_column_names_the_unit(script):
     assert script.likelihood({"fid": 3.0, "nll_bits_per_dim": 1.2}) == (1.2, "bits/dim")
     assert script.likelihood({"nll_bound_bits_per_dim": 1.5, "nll_bound_nats": 900.0}) == (1.5, "bits/dim (bound)")
     assert script.likelihood({"code_length_bits_per_image": 40.0}) == (40.0, "prior bits/image")
@@ -61,11 +53,10 @@ def test_likelihood_column_names_the_unit():
         script.parse_n_for(["pixelcnn"])
 
 
-def test_real_reference_row_compares_real_images_the_split_does_not_hold(tmp_path):
+def test_real_reference_row_compares_real_images_the_split_does_not_hold(tmp_path, script):
     """Real training digits in place of samples score like a near-perfect model (precision and
     recall near 1 in the same features); against the train split the stand-ins are the other
     splits' images."""
-    script = load_script()
     argv = ["--data", "digits", "--models", "", "--quick", "--threads", "1", "--out", str(tmp_path / "runs"), "--real-reference"]
     (row,) = script.main(argv)["rows"]
     assert row["model"] == "real train" and row["n_fake"] == 50 and row["n_real"] == 180 and row["split"] == "test"

@@ -39,6 +39,7 @@ TINY = {
     # the 2D density picture evaluates log p on a grid once per mask: 16 masks of (512, 512) took 16 s
     "made": dict(hidden=(32, 32), num_masks=2),
     "tabular": dict(hidden=(16,), sampling_steps=3),
+    "ctgan": dict(hidden=(16,), latent_dim=8, pac=2),
 }
 
 

@@ -587,3 +587,57 @@ def test_vamp_pseudo_inputs_shrink_with_the_cpu_batch_on_large_images():
     assert components(28, preset="cpu") == 100 and components(8, preset="cpu") == 100
     assert components(64, preset="cpu") == 16 and components(32, preset="cpu") == 72
     assert components(64, preset="paper") == 100 and components(64, preset="cpu", prior_components=50) == 50
+
+
+# -- tables: TVAE's decoder (Gaussian numbers, a softmax per one-hot group) ------------------------------
+def test_table_likelihood_equals_torch_distributions():
+    from genlab.nn.distributions import TableLikelihood
+
+    blocks = (("a", "continuous", 0, 1), ("b", "categorical", 1, 4), ("c", "continuous", 4, 5), ("d", "categorical", 5, 7))
+    table = TableLikelihood(blocks)
+    g = torch.Generator().manual_seed(0)
+    params = torch.randn(6, 7, generator=g)
+    x = torch.randn(6, 7, generator=g)
+    b, d = torch.randint(0, 3, (6,), generator=g), torch.randint(0, 2, (6,), generator=g)
+    x[:, 1:4], x[:, 5:7] = nn.functional.one_hot(b, 3).float(), nn.functional.one_hot(d, 2).float()
+    log_scale = torch.randn(7, generator=g) * 0.3
+    categories = D.Categorical(logits=params[:, 1:4]).log_prob(b) + D.Categorical(logits=params[:, 5:7]).log_prob(d)
+    numbers = D.Normal(params[:, [0, 4]], log_scale[[0, 4]].exp()).log_prob(x[:, [0, 4]]).sum(1)
+    torch.testing.assert_close(table.log_prob(x, params, log_scale), numbers + categories)
+    unit = D.Normal(params[:, [0, 4]], 1.0).log_prob(x[:, [0, 4]]).sum(1)  # a fixed scale, as decoder_std gives
+    torch.testing.assert_close(table.log_prob(x, params, 0.0), unit + categories)
+
+
+def test_table_likelihood_draws_follow_the_softmax_and_the_gaussian():
+    from genlab.nn.distributions import TableLikelihood
+
+    table = TableLikelihood((("a", "continuous", 0, 1), ("b", "categorical", 1, 4)))
+    params = torch.tensor([[0.5, 0.0, 1.0, -1.0]]).expand(40_000, 4)
+    x = table.sample(params, torch.tensor([math.log(0.2), 0.0, 0.0, 0.0]), (-6.0, 6.0), torch.Generator().manual_seed(1))
+    assert torch.equal(x[:, 1:].sum(1), torch.ones(40_000)) and set(x[:, 1:].unique().tolist()) == {0.0, 1.0}
+    frequencies = x[:, 1:].mean(0)
+    torch.testing.assert_close(frequencies, torch.softmax(params[0, 1:], 0), atol=0.01, rtol=0)  # 4 standard errors
+    assert abs(x[:, 0].mean().item() - 0.5) < 0.005 and abs(x[:, 0].std().item() - 0.2) < 0.005
+    mean = table.mean(params[:2].clone(), (-6.0, 6.0))
+    torch.testing.assert_close(mean[0, 1:], torch.softmax(params[0, 1:], 0))
+
+
+def test_vae_on_a_table_uses_the_table_decoder():
+    iris, digits = genlab.data.load("iris"), genlab.data.load("digits")
+    model = genlab.create("vae", data=iris, latent_dim=2, hidden=(32,))
+    assert model.config.likelihood == "table" and model.likelihood_kind() == "none"
+    assert model.config.prior == "standard" and not hasattr(model, "pseudo_inputs")  # TVAE's N(0, I)
+    on_images = genlab.create("vae", data=digits, latent_dim=2, hidden=(8,))
+    assert (on_images.config.likelihood, on_images.config.prior) == ("bernoulli", "vamp")
+    with pytest.raises(ConfigError, match="column layout"):
+        genlab.create("vae", data=digits, likelihood="table")
+    # trained briefly, its rows hold one category per group and the classes at their rates
+    torch.manual_seed(0)
+    run = genlab.fit(model, iris, max_steps=400, batch_size=64, progress=False, sample_every=0, checkpoint_every=0)
+    x = run.sampling_model.eval().sample(3000, generator=torch.Generator().manual_seed(0))
+    start, stop = next((a, b) for name, role, a, b in iris.spec.table_blocks if name == "target")
+    assert torch.equal(x[:, start:stop].sum(1), torch.ones(3000))
+    rates = x[:, start:stop].mean(0)
+    assert (rates - 1 / 3).abs().max() < 0.1, rates
+    rows = iris.decode_rows(x)
+    assert set(rows["target"].astype(str)) <= set(iris.spec.class_names)

@@ -144,6 +144,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train_help.train_actions = _add_train_options(p)
 
+    p = sub.add_parser(
+        "balance", help="add generated samples of the rare classes to a labelled dataset",
+        description="Count DATA's classes, generate samples of the classes that have too few with a class-conditional run "
+                    "(--run, or one trained here with --model), and write DATA with them to --out in DATA's own format: "
+                    "a CSV (its rows, then the synthetic ones), a folder of class sub-folders (a copy, with synthetic-*.png "
+                    "images), or an .npz (a named dataset too).",
+    )  # fmt: skip
+    p.add_argument("data", help="labelled data: a CSV (with --data-option target=COLUMN), an image folder with class sub-folders, "
+                                "an .npz with labels, or a dataset name")
+    p.add_argument("--out", metavar="PATH", required=True, help="file or folder to write, in DATA's format (.csv, a folder, .npz)")
+    p.add_argument("--counts", default="balance", metavar="GOAL",
+                   help="balance (every class up to the largest; default), N (every class up to at least N), or CLASS=N,... "
+                        "(those classes up to N; a class by name or index)")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--run", metavar="DIR", default=None, help="a trained class-conditional run on this data")
+    group.add_argument("--model", default=None, metavar="NAME",
+                       help=f"the model to train when no --run is given: {', '.join(_balance_models())} "
+                            "(default: tabular for tables, ddpm for images and vectors)")
+    p.add_argument("--set", metavar="FIELD=VALUE", action="append", default=[], help="--model's config fields, as in genlab train")
+    p.add_argument("--run-out", metavar="DIR", default=None, help="where --model's run is written (default: runs/balance-MODEL-DATA)")
+    p.add_argument("--mark-synthetic", metavar="COLUMN", default=None, help="CSV only: add COLUMN, true on the generated rows")
+    p.add_argument("--sampler", default=None, choices=sampler_choices, metavar="NAME", help="diffusion runs: the sampler")
+    p.add_argument("--steps", type=int, default=None, help="diffusion runs: sampler steps (default: the model's)")
+    p.add_argument("--guidance-scale", type=float, default=None, metavar="W", help="diffusion runs: classifier-free guidance w")
+    _add_data_options(p)
+    _add_train_options(p)  # --seed seeds the training and the samples, --device runs both
+
     p = sub.add_parser("sample", help="draw samples from a trained run",
                        description="Sample from RUN and write a grid or plot, the tensor (.npy, .pt) or, for a table, its rows (.csv).")
     p.add_argument("run", help="run directory")
@@ -320,6 +347,34 @@ def cmd_sample(args: argparse.Namespace) -> None:
     print(f"wrote {len(samples.x)} samples{classes}{given} of shape {tuple(samples.x.shape[1:])} to {out}")
 
 
+def _balance_models() -> list[str]:
+    """Models that can generate chosen classes: the tabular model and those with class_conditional."""
+    from genlab import registry
+
+    return [e.name for e in registry.entries() if e.family != "test" and
+            {"class_conditional", "condition_on"} & set(e.config_class.field_names())]
+
+
+def cmd_balance(args: argparse.Namespace) -> None:
+    from genlab.apps.balance import balance
+    from genlab.config import parse_assignments, parse_value
+
+    train = _train_options(args)
+    seed = parse_value(train.get("seed", 0), int, "--seed")
+    sampling = {k: v for k, v in (("sampler", args.sampler), ("steps", args.steps), ("guidance_scale", args.guidance_scale))
+                if v is not None}
+    result = balance(
+        args.data, args.out, run=args.run, model=args.model, counts=args.counts, data_options=_data_options(args),
+        fields=parse_assignments(args.set), train_options=train, run_out=args.run_out, seed=seed,
+        device=train.get("device"), mark=args.mark_synthetic, sampling=sampling, say=say,
+    )  # fmt: skip
+    width = max(len(k) for k in result.before)
+    for name, n in result.before.items():
+        say(f"  {name:<{width}} {n:>8} -> {result.after[name]}")
+    via = f" by {result.run}" if result.run is not None and result.added else ""
+    say(f"wrote {result.out} ({result.format}): {sum(result.before.values())} samples and {result.added} generated{via}")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from genlab.apps.evaluate import evaluate_run
     from genlab.metrics.report import format_report
@@ -399,7 +454,7 @@ def cmd_latent(args: argparse.Namespace) -> None:
         print(f"{tool:<19} " + ", ".join(str(p) for p in paths))
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "eval": cmd_eval, "info": cmd_info, "inpaint": cmd_inpaint,
+COMMANDS = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "balance": cmd_balance, "eval": cmd_eval, "info": cmd_info, "inpaint": cmd_inpaint,
             "latent": cmd_latent}
 
 

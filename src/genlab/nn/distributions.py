@@ -8,7 +8,7 @@ sums over thousands of pixels lose their precision in 8 bits of mantissa.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -91,6 +91,51 @@ def decoder_mean(params: Tensor, likelihood: str, value_range: tuple[float, floa
     if likelihood == "bernoulli":
         return low + (high - low) * torch.sigmoid(params)
     return params.clamp(low, high)
+
+
+class TableLikelihood:
+    """p(x | params) of an encoded table row (`DataSpec.table_blocks`), as TVAE's decoder (Xu et al.
+    2019): N(x_i; params_i, sigma_i^2) on each continuous coordinate, Categorical(softmax of the
+    block's params) on each one-hot block (categories, mixture modes, missing-value slots).
+
+    log p(x | params) = sum_i log N(x_i; params_i, sigma_i^2) + sum_b sum_j x_bj log softmax(params_b)_j,
+    a density in the numbers times a probability in the categories. x, params: (B, D)."""
+
+    def __init__(self, blocks: Sequence[Sequence[Any]]) -> None:
+        self.continuous = [int(start) for _, role, start, _ in blocks if role == "continuous"]
+        self.categorical = [(int(start), int(stop)) for _, role, start, stop in blocks if role == "categorical"]
+
+    def log_prob(self, x: Tensor, params: Tensor, log_scale: Tensor | float) -> Tensor:
+        """(B,) log p(x | params); log_scale: log sigma, a float or (D,) (only the continuous
+        coordinates are read)."""
+        x, params = at_least_float32(x), at_least_float32(params)
+        total = x.new_zeros(x.shape[0])
+        if self.continuous:
+            index = self.continuous
+            scale = log_scale if isinstance(log_scale, float) else log_scale[index]
+            total = total + gaussian_log_likelihood(x[:, index], params[:, index], scale)
+        for start, stop in self.categorical:
+            total = total + (x[:, start:stop] * F.log_softmax(params[:, start:stop], dim=1)).sum(1)
+        return total
+
+    def mean(self, params: Tensor, value_range: tuple[float, float]) -> Tensor:
+        """E[x | params]: the Gaussian means clamped to value_range, each block's probabilities. (B, D)."""
+        out = params.clamp(*value_range)
+        for start, stop in self.categorical:
+            out[:, start:stop] = F.softmax(params[:, start:stop].float(), dim=1).to(out.dtype)
+        return out
+
+    def sample(self, params: Tensor, log_scale: Tensor | float, value_range: tuple[float, float],
+               generator: torch.Generator | None = None) -> Tensor:
+        """x ~ p(x | params): numbers mean + sigma eps (clamped to value_range), each block one-hot
+        of a category drawn from its softmax. (B, D)."""
+        scale = torch.as_tensor(log_scale, dtype=params.dtype, device=params.device).exp()
+        noise = sample_standard_normal(params.shape, generator=generator, device=params.device, dtype=params.dtype)
+        out = (params + scale * noise).clamp(*value_range)
+        for start, stop in self.categorical:
+            drawn = torch.multinomial(F.softmax(params[:, start:stop].float(), dim=1), 1, generator=generator).squeeze(1)
+            out[:, start:stop] = F.one_hot(drawn, stop - start).to(out.dtype)
+        return out
 
 
 def gaussian_kl(mean: Tensor, logvar: Tensor) -> Tensor:

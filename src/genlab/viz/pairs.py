@@ -58,9 +58,10 @@ def pairwise_figure(
             if i == j:  # the marginal of dimension i
                 bins = np.linspace(*box[i], 31)
                 for x, color, label in layers:
-                    if len(x) == 0:  # density=True would divide by zero
+                    values = x[:, i].numpy()
+                    if not ((values >= bins[0]) & (values <= bins[-1])).any():  # density=True would divide by zero
                         continue
-                    ax.hist(x[:, i].numpy(), bins=bins, density=True, color=color, alpha=0.5, label=label)
+                    ax.hist(values, bins=bins, density=True, color=color, alpha=0.5, label=label)
             else:  # dimension j across, dimension i up
                 for x, color, label in layers:
                     x = thin(x, MAX_SCATTER)

@@ -13,7 +13,9 @@
 - `model.py`: `GAN` (registered as `gan`) with the shared adversarial step (n_critic, TTUR,
   instance noise, EMA via the engine), training diagnostics and warnings, truncation at sampling,
   and the presets `dcgan`, `wgan`, `wgan-gp`, `lsgan`, `fgan`, `sagan`, `cgan`, `progan`, each a
-  written-out config and model subclass (`DCGANConfig` and `DCGAN`, ...).
+  written-out config and model subclass (`DCGANConfig` and `DCGAN`, ...);
+- `tabular.py`: `CTGAN` (registered as `ctgan`): the same GAN on a table's encoded rows with CTGAN's
+  conditional vector, training-by-sampling, Gumbel-softmax groups and PacGAN.
 Importing this package registers them.
 """
 
@@ -44,6 +46,7 @@ from genlab.models.gan.losses import (
     register_loss,
 )
 from genlab.models.gan.model import GAN, GANConfig, GANTrainingWarning
+from genlab.models.gan.tabular import CTGAN, CTGANConfig
 from genlab.models.gan.nets import (
     NETWORK_KINDS,
     MinibatchDiscrimination,
@@ -64,6 +67,8 @@ __all__ = [
     "LOSS_REGISTRY",
     "NETWORK_KINDS",
     "AdversarialLoss",
+    "CTGAN",
+    "CTGANConfig",
     "CriticLoss",
     "DiscriminatorRegularizer",
     "DriftPenalty",

@@ -544,17 +544,7 @@ class GAN(GenerativeModel, Standardizer):
             with torch.no_grad():
                 fake = self.generate(self.latent(n), y, growth)
             real_in, fake_in = self._noisy(real, noise_std), self._noisy(fake, noise_std)
-            real_out, fake_out = self.discriminate(real_in, y, growth), self.discriminate(fake_in, y, growth)
-            d_total = self.adversarial_loss.discriminator_loss(real_out.float(), fake_out.float())
-            for regularizer in self.regularizers:
-                penalty = regularizer.penalty(lambda v: self.discriminate(v, y, growth), real_in, fake_in, real_out)
-                if penalty is not None:
-                    d_total = d_total + regularizer.weight * penalty
-                    terms[regularizer.term] = penalty.detach()
-        ctx.backward(d_total)
-        ctx.optimizer_step("discriminator")
-        for regularizer in self.regularizers:
-            regularizer.after_step(self.discriminator)
+        d_total, real_out, fake_out = self.critic_step(ctx, lambda v: self.discriminate(v, y, growth), real_in, fake_in, terms)
 
         # Generator step, with D frozen (no gradients accumulate in D's parameters).
         if (ctx.step + 1) % cfg.n_critic == 0:
@@ -569,9 +559,32 @@ class GAN(GenerativeModel, Standardizer):
                 ctx.optimizer_step("generator")
         else:  # logged only: G's objective against the current D on this step's fakes
             g_loss = self.adversarial_loss.generator_loss(fake_out.detach().float())
+        return self.step_result(ctx, d_total, g_loss, terms, (real_out, fake_out), (real, fake))
 
+    def critic_step(self, ctx, critic, real_in: Tensor, fake_in: Tensor, terms: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+        """One optimizer step of D: the loss's D term on critic(real_in) and critic(fake_in) plus
+        each regulariser's penalty (logged into `terms`), then the regularisers' after-step hooks.
+        Returns (D's total loss, real scores, fake scores)."""
+        with ctx.autocast():
+            real_out, fake_out = critic(real_in), critic(fake_in)
+            d_total = self.adversarial_loss.discriminator_loss(real_out.float(), fake_out.float())
+            for regularizer in self.regularizers:
+                penalty = regularizer.penalty(critic, real_in, fake_in, real_out)
+                if penalty is not None:
+                    d_total = d_total + regularizer.weight * penalty
+                    terms[regularizer.term] = penalty.detach()
+        ctx.backward(d_total)
+        ctx.optimizer_step("discriminator")
+        for regularizer in self.regularizers:
+            regularizer.after_step(self.discriminator)
+        return d_total, real_out, fake_out
+
+    def step_result(self, ctx, d_total: Tensor, g_loss: Tensor, terms: dict[str, Tensor], scores: tuple[Tensor, Tensor],
+                    samples: tuple[Tensor, Tensor]) -> Loss:
+        """A step's Loss: D's total, G's loss and the diagnostics of (real, fake) scores and samples,
+        which the training monitor also reads (its warnings)."""
         terms["g_loss"] = g_loss.detach()
-        terms.update(self._discriminator_terms(real_out, fake_out, real, fake))
+        terms.update(self._discriminator_terms(*scores, *samples))
         self.monitor.update(terms, ctx.step)
         return Loss(d_total.detach(), terms)
 

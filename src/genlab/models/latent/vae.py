@@ -34,6 +34,7 @@ from genlab.models.flows.layers import Permutation
 from genlab.nn.builders import NETS, ConvNetConfig, build_decoder, build_encoder
 from genlab.nn.distributions import (
     DiagonalGaussian,
+    TableLikelihood,
     bernoulli_log_likelihood,
     decoder_mean,
     diagonal_gaussian_mixture_log_prob,
@@ -43,8 +44,8 @@ from genlab.nn.distributions import (
 )
 from genlab.registry import register
 
-LIKELIHOODS = ("bernoulli", "gaussian")
-PRIORS = ("vamp", "standard", "flow")
+LIKELIHOODS = ("auto", "bernoulli", "gaussian", "table")
+PRIORS = ("auto", "vamp", "standard", "flow")
 OBJECTIVES = ("elbo", "iwae")
 # the VampPrior's pseudo-inputs where the config leaves prior_components None (Tomczak & Welling 2018
 # used 500 on MNIST; 100 keeps a step of 128 images from encoding more pseudo-inputs than images)
@@ -67,19 +68,23 @@ class VAEConfig(ConvNetConfig):
         The default 0.5 lets the codes carry more about each image, and the decoder's means are
         sharper for it (digits, 1,000 samples: FID 18 against 25 with beta = 1; the bound on
         -log p(x) is 0.4 nats looser). The logged `elbo` and the IWAE bound always use beta = 1.
-    likelihood: the decoder p(x|z): "bernoulli" (logits; data mapped from value_range to [0, 1])
-        or "gaussian" (mean in the data's units).
-    decoder_std: gaussian only: a fixed standard deviation of p(x|z) in data units, or None to
-        learn one log-scale per data dimension.
+    likelihood: the decoder p(x|z): "bernoulli" (logits; data mapped from value_range to [0, 1]),
+        "gaussian" (mean in the data's units), "table" (TVAE's decoder, Xu et al. 2019: Gaussian on a
+        table's numbers, a softmax on each one-hot group, `TableLikelihood`), or "auto": table on
+        tables, bernoulli otherwise.
+    decoder_std: gaussian and table: a fixed standard deviation of p(x|z) in data units, or None
+        to learn one log-scale per data dimension.
     net: "auto" (conv for images, MLP otherwise), "mlp" or "conv".
     hidden: MLP widths of the encoder; the decoder uses them reversed.
     prior: p(z): "vamp", the VampPrior p(z) = 1/K sum_k q(z|u_k) over K learned pseudo-inputs u_k
         (Tomczak & Welling 2018), "standard", N(0, I) with the KL in closed form, or "flow", a learned
         flow p(z) = N(f(z); 0, I) |det df/dz| (`FlowPrior`: prior_flow_transforms MAF layers, starting
-        as the identity, i.e. at N(0, I)), trained with the rest by the ELBO. The default is
-        "vamp": with N(0, I) the decoder is asked to make digits from regions of z that no training
-        image encodes to (the "holes" of the aggregate posterior), and on `digits` its samples'
-        FID is twice the VampPrior's (README's table).
+        as the identity, i.e. at N(0, I)), trained with the rest by the ELBO; "auto" (the default):
+        "vamp" on images and vectors: with N(0, I) the decoder is asked to make digits from regions
+        of z that no training image encodes to (the "holes" of the aggregate posterior), and on
+        `digits` its samples' FID is twice the VampPrior's (README's table); "standard" on tables,
+        as TVAE: pseudo-inputs that start as training rows make a small table's samples copies of
+        its rows (README, "Tables").
     prior_components: K, the number of pseudo-inputs of the VampPrior, which the encoder encodes at
         every step beside the batch; None: 100, fewer on images larger than MNIST's for the "cpu"
         networks, in proportion to the pixels like the CPU batch (`cpu_batch_size`: 16 at 64x64).
@@ -98,9 +103,9 @@ class VAEConfig(ConvNetConfig):
 
     latent_dim: int = 8
     beta: float = 0.5
-    likelihood: str = "bernoulli"
+    likelihood: str = "auto"
     decoder_std: float | None = None
-    prior: str = "vamp"
+    prior: str = "auto"
     prior_components: int | None = None
     prior_flow_transforms: int = 4
     prior_flow_hidden: tuple[int, ...] = (64, 64)
@@ -127,7 +132,7 @@ class VAEConfig(ConvNetConfig):
         self._choice("likelihood", LIKELIHOODS)
         self._choice("net", NETS)
         if self.decoder_std is not None:
-            if self.likelihood != "gaussian":
+            if self.likelihood not in ("gaussian", "table"):
                 raise ConfigError(
                     f"VAEConfig.decoder_std={self.decoder_std!r} applies only to likelihood='gaussian' "
                     f"(likelihood={self.likelihood!r}); drop it or set likelihood='gaussian'"
@@ -213,6 +218,13 @@ class VAE(GenerativeModel):
 
     def __init__(self, config: VAEConfig, spec: DataSpec) -> None:
         config = config.sized(spec)
+        if config.likelihood == "auto":  # resolved once, so config.yaml records it and a loaded run keeps it
+            config = dataclasses.replace(config, likelihood="table" if spec.table_blocks else "bernoulli")
+        if config.prior == "auto":
+            config = dataclasses.replace(config, prior="standard" if spec.table_blocks else "vamp")
+        if config.likelihood == "table" and not spec.table_blocks:
+            raise ConfigError(f"likelihood='table' reads a table's column layout, and {spec.name!r} ({spec.kind}) has none; "
+                              "use likelihood='gaussian' or 'bernoulli' (or load a CSV table)")
         if config.prior_components is None:
             config = dataclasses.replace(config, prior_components=cpu_batch_size(PSEUDO_INPUTS, cpu_sized_pixels(config, spec)))
         super().__init__(config, spec)
@@ -225,7 +237,8 @@ class VAE(GenerativeModel):
         d = config.latent_dim
         self.encoder = build_encoder(spec, 2 * d, net=config.net, hidden=config.hidden, **config.conv_options())
         self.decoder = build_decoder(d, spec, net=config.net, hidden=config.hidden[::-1], **config.decoder_conv_options())
-        if config.likelihood == "gaussian" and config.decoder_std is None:
+        self.table = TableLikelihood(spec.table_blocks) if config.likelihood == "table" else None
+        if config.likelihood in ("gaussian", "table") and config.decoder_std is None:
             # unconstrained; mapped by `observation_log_scale`, which starts at sigma ~ 1
             self.decoder_log_scale = nn.Parameter(torch.zeros(spec.shape))
         if config.prior == "vamp":
@@ -259,15 +272,20 @@ class VAE(GenerativeModel):
         """log p(x|z) per sample, (B,), from x (B, *shape) in value_range and params = decode(z).
 
         bernoulli: sum_i [u_i log sigmoid(l_i) + (1 - u_i) log(1 - sigmoid(l_i))], u = x mapped to [0, 1];
-        gaussian: sum_i log N(x_i; mean_i, sigma_i^2) in the data's units.
+        gaussian: sum_i log N(x_i; mean_i, sigma_i^2) in the data's units;
+        table: Gaussian on the numbers, categorical on each one-hot group (`TableLikelihood`).
         """
         if self.config.likelihood == "bernoulli":
             return bernoulli_log_likelihood(self._to_unit(x).clamp(0.0, 1.0), params)
+        if self.table is not None:
+            return self.table.log_prob(x, params, self.observation_log_scale())
         return gaussian_log_likelihood(x, params, self.observation_log_scale())
 
     def decoder_mean(self, params: Tensor) -> Tensor:
         """E[x|z] in the data's value range: sigmoid(logits) mapped from [0, 1], or the Gaussian mean
-        clamped to value_range. params: (B, *shape) -> (B, *shape)."""
+        clamped to value_range (a table's groups: their probabilities). params: (B, *shape) -> (B, *shape)."""
+        if self.table is not None:
+            return self.table.mean(params, self.spec.value_range)
         return decoder_mean(params, self.config.likelihood, self.spec.value_range)
 
     def initialize(self, train, generator: torch.Generator) -> None:
@@ -349,6 +367,8 @@ class VAE(GenerativeModel):
     def likelihood_kind(self) -> str:
         if self.config.likelihood == "bernoulli":
             return "discrete" if self.spec.levels == 2 else "none"
+        if self.config.likelihood == "table":  # a density in the numbers times probabilities: not comparable
+            return "none"
         return "dequantized" if self.dequantizes else "continuous"
 
     def observe(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -437,11 +457,14 @@ class VAE(GenerativeModel):
         images: x = E[x|z], the decoder mean, as is customary (independent pixel noise only adds
             grain), quantized to the data's levels when the model dequantizes;
         vectors and tables with the Gaussian decoder: x ~ p(x|z) = N(mu(z), sigma^2), a draw from the
-            model, whose spread the observation noise is part of (clipped to the data's value_range).
+            model, whose spread the observation noise is part of (clipped to the data's value_range);
+        tables with the table decoder: numbers drawn so, each one-hot group's category drawn from its softmax.
         """
         if cond is not None:
             raise ConfigError("the VAE is unconditional; pass cond=None (class-conditional models take cond)")
         params = self.decode(self.prior_sample(n, generator))
+        if self.table is not None:
+            return self.table.sample(params, self.observation_log_scale(), self.spec.value_range, generator)
         mean = self.decoder_mean(params)
         if self.config.likelihood == "gaussian" and self.spec.kind != "image":
             scale = torch.as_tensor(self.observation_log_scale(), dtype=mean.dtype, device=mean.device).exp()
