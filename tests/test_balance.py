@@ -186,7 +186,9 @@ def test_balance_npz_keeps_dtype_layout_and_label_values(tmp_path):
     assert back.spec.class_names == ("cat", "dog") and class_counts(back.labels, 2) == [12, 12]
 
 
-def test_balance_named_dataset_writes_npz(tmp_path):
+def test_balance_named_dataset_writes_npz(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "digits").mkdir()  # a folder of the dataset's name: the catalogue's digits are meant
     run = tmp_path / "run"
     assert main(["train", "cgan", "--data", "digits", "--out", str(run), "--max-steps", "2", "--set", "hidden=16", *TINY]) == 0
     out = tmp_path / "digits.npz"
@@ -220,3 +222,13 @@ def test_balance_bad_input(skewed_csv, tmp_path, capsys):
     fails(["balance", "digits", "--run", str(run), "--out", str(tmp_path / "o.npz")], "trained without class labels")
     fails(["balance", "iris", "--run", str(run), "--out", str(tmp_path / "o.csv")], "makes image samples")
     assert not (tmp_path / "o.csv").exists() and not (tmp_path / "o.npz").exists()
+
+
+def test_balance_with_ctgan(skewed_csv, tmp_path):
+    """ctgan conditions on the label group, and its rows hold the asked class."""
+    out = tmp_path / "ctgan.csv"
+    assert main(["balance", str(skewed_csv), "--data-option", "target=grade", "--out", str(out), "--model", "ctgan",
+                 "--set", "hidden=16", "--set", "pac=2", "--run-out", str(tmp_path / "run"), "--max-steps", "2", *TINY]) == 0
+    table = pd.read_csv(out)
+    assert table["grade"].value_counts().to_dict() == {"common": 60, "rare": 60}
+    assert (table.iloc[66:]["grade"] == "rare").all()

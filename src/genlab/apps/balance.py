@@ -37,7 +37,7 @@ from genlab.errors import ConfigError, DataError
 from genlab.files import atomic_path
 
 __all__ = ["DATA_FORMATS", "BalanceResult", "class_counts", "plan_balance", "generate_classes", "balance", "data_format",
-           "conditional_fields"]
+           "source_path", "conditional_fields", "every_row_for_training"]
 
 DATA_FORMATS = ("csv", "folder", "npz")
 SYNTHETIC_PREFIX = "synthetic-"  # names of the generated images in a folder
@@ -143,15 +143,20 @@ def generate_classes(model: Any, extra: Mapping[int, int], *, seed: int = 0, bat
     return Samples(x, labels)
 
 
-def data_format(path: str | os.PathLike, data: Any) -> str:
-    """The format a dataset came in, and so is written back in: csv, folder or npz (a named
-    dataset or a .npy/.npz: npz). Archives of images are written as an .npz."""
-    p = Path(str(path))
+def source_path(data: Any) -> Path | None:
+    """The file or folder a dataset was loaded from (`Dataset.source` records paths absolute), or
+    None for a named dataset."""
+    name = str(data.source.get("name", ""))
+    return Path(name) if os.path.isabs(name) else None
+
+
+def data_format(data: Any) -> str:
+    """The format a dataset came in, and so is written back in: csv (tables), folder (a folder of
+    images) or npz (.npz files, named datasets, archives of images)."""
     if data.spec.kind == "table":
         return "csv"
-    if p.is_dir():
-        return "folder"
-    return "npz"
+    path = source_path(data)
+    return "folder" if path is not None and path.is_dir() else "npz"
 
 
 def conditional_fields(model_name: str, data: Any) -> dict[str, Any]:
@@ -218,9 +223,10 @@ def balance(
             if key in cfg["data"] and key not in options:
                 options[key] = cfg["data"][key]
     dataset = genlab.data.load(data, **options)
-    fmt = data_format(data, dataset)
+    fmt = data_format(dataset)
+    source = source_path(dataset)  # None for a named dataset
     out = Path(out)
-    _check_out(Path(str(data)), out, fmt, dataset)
+    _check_out(source, out, fmt, dataset)
     if dataset.labels is None:
         hint = " (for a CSV: --data-option target=COLUMN)" if dataset.spec.kind == "table" else ""
         raise DataError(f"{dataset.spec.name!r} has no class labels{hint}; balancing needs labelled data")
@@ -251,11 +257,11 @@ def balance(
 
     if fmt == "csv":
         encoder = read_table_encoder(run_dir) if run_dir is not None else dataset.encoder
-        _write_csv(Path(str(data)), dataset, encoder, samples, out, sep=options.get("sep"), mark=mark)
+        _write_csv(source, dataset, encoder, samples, out, sep=options.get("sep"), mark=mark)
     elif fmt == "folder":
-        _write_folder(Path(str(data)), samples, names, out)
+        _write_folder(source, samples, names, out)
     else:
-        _write_npz(Path(str(data)), dataset, options, samples, names, out)
+        _write_npz(source, dataset, options, samples, names, out)
     after = [c + extra.get(k, 0) for k, c in enumerate(before)]
     return BalanceResult(dict(zip(names, before)), dict(zip(names, after)), out, run_dir, fmt)
 
@@ -281,9 +287,9 @@ def _run_folder(model: str, data_name: str) -> Path:
     return out
 
 
-def _check_out(source: Path, out: Path, fmt: str, dataset: Any) -> None:
+def _check_out(source: Path | None, out: Path, fmt: str, dataset: Any) -> None:
     try:
-        same = source.exists() and out.exists() and out.resolve() == source.resolve()
+        same = source is not None and out.exists() and out.resolve() == source.resolve()
     except OSError:
         same = False
     if same:
@@ -295,7 +301,7 @@ def _check_out(source: Path, out: Path, fmt: str, dataset: Any) -> None:
         if out.exists():
             raise ConfigError(f"--out '{out}' exists; give a new folder (balance never writes into an existing one)")
     elif out.suffix.lower() != want:
-        what = "a table is written as CSV" if fmt == "csv" else f"{dataset.spec.kind} data from '{source}' is written as an .npz"
+        what = "a table is written as CSV" if fmt == "csv" else f"{dataset.spec.kind} data of {dataset.spec.name!r} is written as an .npz"
         raise ConfigError(f"--out '{out}': {what}; give a path ending in {want}")
 
 
@@ -316,18 +322,18 @@ def _check_run_fits(model: Any, dataset: Any, run_dir: Path) -> None:
 
 
 # -- writers ----------------------------------------------------------------------------------------------
-def _write_csv(source: Path, dataset: Any, encoder: Any, samples: Samples, out: Path, *, sep: str | None, mark: str | None) -> None:
+def _write_csv(source: Path | None, dataset: Any, encoder: Any, samples: Samples, out: Path, *, sep: str | None, mark: str | None) -> None:
     """The input file's bytes, then the decoded synthetic rows in its column order (mark: a column
     added, False on the input's rows, True on the synthetic ones)."""
     import pandas as pd
 
-    sep = sep if sep is not None else ("\t" if source.suffix.lower() == ".tsv" else ",")
+    sep = sep if sep is not None else ("\t" if source is not None and source.suffix.lower() == ".tsv" else ",")
     rows = encoder.decode(samples.x) if len(samples.x) else dataset.frame.iloc[:0]
     if list(map(str, rows.columns)) != list(map(str, dataset.frame.columns)):
         raise ConfigError(f"the run's table has the columns {', '.join(map(str, rows.columns))}, the data "
                           f"{', '.join(map(str, dataset.frame.columns))}; balance with the table the run was trained on")
     with atomic_path(out) as tmp:
-        if mark is None and source.is_file():
+        if mark is None and source is not None and source.is_file():
             data = source.read_bytes()
             with open(tmp, "wb") as f:
                 f.write(data)
@@ -383,14 +389,14 @@ def _label_values(names: list[str]) -> np.ndarray:
     return np.array(names, dtype=str)
 
 
-def _write_npz(source: Path, dataset: Any, options: Mapping[str, Any], samples: Samples, names: list[str], out: Path) -> None:
+def _write_npz(source: Path | None, dataset: Any, options: Mapping[str, Any], samples: Samples, names: list[str], out: Path) -> None:
     """Samples and labels: the input's arrays (for an .npz or .npy) with the synthetic ones after
     them, in the input's dtype and layout, under the input's keys; a named dataset or folder: its
     stored samples (uint8 images, float vectors) and labels as x and y."""
     from genlab.data.files import X_KEYS, Y_KEYS
 
     x_key, y_key, x_real, y_real = "x", "y", None, None
-    if source.is_file() and source.suffix.lower() == ".npz":
+    if source is not None and source.is_file() and source.suffix.lower() == ".npz":
         with np.load(source, allow_pickle=False) as loaded:
             keys = list(loaded.files)
             y_key = options.get("label_key") or next((k for k in Y_KEYS if k in keys), "y")
