@@ -592,6 +592,14 @@ def _column_from_dict(c: Any, i: int) -> ColumnInfo:
     return ColumnInfo(**c)
 
 
+def split_blocks(blocks: Any) -> tuple[list[int], list[tuple[str, int, int]]]:
+    """`DataSpec.table_blocks` / `TableEncoder.blocks` as the two things a table model reads: the
+    index of each continuous coordinate, and each one-hot group as (column, start, stop)."""
+    continuous = [int(start) for _, role, start, _ in blocks if role == "continuous"]
+    groups = [(str(name), int(start), int(stop)) for name, role, start, stop in blocks if role == "categorical"]
+    return continuous, groups
+
+
 def table_dataset(frame: pd.DataFrame, *, name: str, target: str | None = None, seed: int = 0,
                   where: str | None = None, numeric: str = "quantile", kinds: dict[str, str] | str | None = None) -> Dataset:
     """Encode a whole frame (target column included, so a model learns the joint) as a table dataset.

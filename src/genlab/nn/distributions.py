@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from genlab.data.tables import split_blocks
+
 LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -102,8 +104,8 @@ class TableLikelihood:
     a density in the numbers times a probability in the categories. x, params: (B, D)."""
 
     def __init__(self, blocks: Sequence[Sequence[Any]]) -> None:
-        self.continuous = [int(start) for _, role, start, _ in blocks if role == "continuous"]
-        self.categorical = [(int(start), int(stop)) for _, role, start, stop in blocks if role == "categorical"]
+        self.continuous, groups = split_blocks(blocks)
+        self.categorical = [(start, stop) for _, start, stop in groups]
 
     def log_prob(self, x: Tensor, params: Tensor, log_scale: Tensor | float) -> Tensor:
         """(B,) log p(x | params); log_scale: log sigma, a float or (D,) (only the continuous

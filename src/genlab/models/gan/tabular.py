@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from genlab.data.dataset import Batch, DataSpec
+from genlab.data.tables import split_blocks
 from genlab.errors import ConfigError
 from genlab.models.base import Loss
 from genlab.models.gan.model import GAN, GANConfig
@@ -98,9 +99,8 @@ class CTGAN(GAN):
     def __init__(self, config: CTGANConfig, spec: DataSpec) -> None:
         if not spec.table_blocks:
             raise ConfigError(f"ctgan reads a table's column layout, and {spec.name!r} ({spec.kind}) has none; load a CSV table")
-        blocks = [tuple(b) for b in spec.table_blocks]
         # a table of numbers only (quantile-encoded) has no group: no condition, rows drawn uniformly
-        self.groups = [(name, int(start), int(stop)) for name, role, start, stop in blocks if role == "categorical"]
+        _, self.groups = split_blocks(spec.table_blocks)
         self.cond_dim = sum(stop - start for _, start, stop in self.groups)
         if config.class_conditional is None:  # resolved once, so config.yaml records it
             config = dataclasses.replace(config, class_conditional=spec.num_classes is not None)

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from genlab.config import Config
 from genlab.data.dataset import Batch, DataSpec, Dataset
+from genlab.data.tables import split_blocks
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, Loss
 from genlab.models.diffusion.schedules import DiscreteSchedule, expand_like
@@ -120,8 +121,7 @@ class TabularDiffusion(GenerativeModel):
             raise ConfigError(f"the tabular model needs a table's column layout, and {spec.name!r} ({spec.kind}) has none; "
                               "load a CSV or table dataset (a run saved before tables had a layout: retrain it)")
         blocks = [tuple(b) for b in spec.table_blocks]
-        self.continuous = [start for _, role, start, _ in blocks if role == "continuous"]
-        self.categorical = [(name, start, stop) for name, role, start, stop in blocks if role == "categorical"]
+        self.continuous, self.categorical = split_blocks(blocks)
         names = list(dict.fromkeys(b[0] for b in blocks))
         if config.condition_on is None:
             wanted = (spec.target,) if spec.target is not None else ()
