@@ -536,8 +536,9 @@ def matmul_peak(device: torch.device, *, size: int, iterations: int, repeats: in
 # -- output ----------------------------------------------------------------------------------------
 def add_run_options(parser, *, threads: int = 2) -> None:
     """The options of the scripts that train genlab models as a user would: --steps, --set,
-    --threads, --quick (a smoke run) and --json."""
+    --batch-size, --threads, --quick (a smoke run) and --json."""
     parser.add_argument("--steps", type=int, default=None, help="genlab training steps (default: the model's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="genlab batch size (default: the model's)")
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="genlab model config field (repeatable)")
     parser.add_argument("--threads", type=int, default=threads)
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny budgets; its numbers mean nothing")

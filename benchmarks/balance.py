@@ -196,6 +196,8 @@ def measure_case(name: str, work: Path, args: argparse.Namespace) -> dict[str, A
     train_options: dict[str, Any] = {"progress": False, "sample_every": 0, "checkpoint_every": 0}
     if args.steps:
         train_options["max_steps"] = args.steps
+    if args.batch_size:
+        train_options["batch_size"] = args.batch_size
     fields = dict(item.split("=", 1) for item in args.set)
     if case["kind"] == "table":
         target = data.spec.target

@@ -65,11 +65,11 @@ def load_table(name: str, root: str) -> genlab.data.Dataset:
     return genlab.data.load(source, **options)
 
 
-def fit_genlab(model_name: str, data, steps: int | None, fields: dict[str, str]) -> tuple[Callable[[int], pd.DataFrame], float]:
+def fit_genlab(model_name: str, data, steps: int | None, fields: dict[str, str], batch_size: int | None = None) -> tuple[Callable[[int], pd.DataFrame], float]:
     torch.manual_seed(0)
     model = genlab.create(model_name, data=data, **fields)
     start = time.perf_counter()
-    options = {"max_steps": steps} if steps else {}
+    options = ({"max_steps": steps} if steps else {}) | ({"batch_size": batch_size} if batch_size else {})
     run = genlab.fit(model, data, progress=False, sample_every=0, checkpoint_every=0, **options)
     seconds = time.perf_counter() - start
     sampler = run.sampling_model.eval()
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         results[table] = {}
         print(f"\n{table}: {len(train)} training rows, {len(test)} held-out rows, {len(kinds)} columns, target {target!r}", flush=True)
         for name in names:
-            fit = (lambda: fit_sdv(name, train, args.epochs)) if name in SDV else (lambda: fit_genlab(name, data, args.steps, fields))
+            fit = (lambda: fit_sdv(name, train, args.epochs)) if name in SDV else (lambda: fit_genlab(name, data, args.steps, fields, args.batch_size))
             try:
                 sample, fit_s = fit()
                 start = time.perf_counter()

@@ -17,6 +17,7 @@ from genlab.errors import ConfigError
 
 TINY = ["--batch-size", "32", "--log-every", "1", "--no-progress", "--no-tensorboard", "--sample-every", "0",
         "--num-samples", "4"]
+TINY_TABULAR = ["--set", "latent_dim=4", "--set", "hidden=16", "--set", "autoencoder_hidden=16", "--set", "sample_steps=3"]
 
 
 @pytest.fixture(autouse=True)
@@ -56,7 +57,7 @@ def test_class_counts():
 # -- exact conditioning ----------------------------------------------------------------------------------
 def test_generate_classes_tabular_rows_are_of_the_asked_class():
     data = genlab.data.load("iris")
-    model = genlab.create("tabular", data=data, hidden=(16,), sampling_steps=3).eval()  # no dropout draws
+    model = genlab.create("tabular", data=data, latent_dim=4, hidden=(16,), autoencoder_hidden=(16,), sample_steps=3).eval()
     samples = generate_classes(model, {0: 7, 2: 5}, seed=3, batch_size=4)  # batches split the classes
     assert samples.labels.tolist() == [0] * 7 + [2] * 5
     rows = data.decode_rows(samples.x)
@@ -95,7 +96,7 @@ def skewed_csv(tmp_path_factory):
 def test_balance_csv_keeps_the_input_and_adds_the_rare_class(skewed_csv, tmp_path):
     out = tmp_path / "balanced.csv"
     argv = ["balance", str(skewed_csv), "--data-option", "target=grade", "--out", str(out), "--model", "tabular",
-            "--set", "hidden=16", "--set", "sampling_steps=3", "--run-out", str(tmp_path / "run"), "--max-steps", "3", *TINY]
+            *TINY_TABULAR, "--run-out", str(tmp_path / "run"), "--max-steps", "3", *TINY]
     assert main(argv) == 0
     original = skewed_csv.read_bytes()
     written = out.read_bytes()
@@ -119,7 +120,7 @@ def test_balance_csv_keeps_the_input_and_adds_the_rare_class(skewed_csv, tmp_pat
 def test_balance_csv_to_given_counts_and_marked(skewed_csv, tmp_path):
     run = tmp_path / "run"
     assert main(["train", "tabular", "--data", str(skewed_csv), "--data-option", "target=grade", "--out", str(run),
-                 "--set", "hidden=16", "--set", "sampling_steps=3", "--max-steps", "2", *TINY]) == 0
+                 *TINY_TABULAR, "--max-steps", "2", *TINY]) == 0
     out = tmp_path / "marked.csv"
     # the run's label column is used without --data-option target=grade
     assert main(["balance", str(skewed_csv), "--run", str(run), "--out", str(out), "--counts", "rare=10,common=61",

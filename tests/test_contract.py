@@ -38,7 +38,8 @@ TINY = {
     "aae": dict(hidden=(16,), channels=(8,), discriminator_hidden=(16,)),
     # the 2D density picture evaluates log p on a grid once per mask: 16 masks of (512, 512) took 16 s
     "made": dict(hidden=(32, 32), num_masks=2),
-    "tabular": dict(hidden=(16,), sampling_steps=3),
+    "tabddpm": dict(hidden=(16,), sampling_steps=3),
+    "tabular": dict(latent_dim=4, hidden=(16,), autoencoder_hidden=(16,), sample_steps=3),
     "ctgan": dict(hidden=(16,), latent_dim=8, pac=2),
 }
 

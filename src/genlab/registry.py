@@ -22,13 +22,16 @@ class Entry:
     config_class: type[Config]
     family: str
     summary: str
+    formerly: tuple[str, ...] = ()  # names this model was registered under before (its old runs name it so)
 
 
 _REGISTRY: dict[str, Entry] = {}
 
 
-def register(name: str, config_class: type[Config], *, family: str, summary: str = "") -> Callable[[type], type]:
-    """Class decorator: `@register("vae", VAEConfig, family="latent")` next to the model class."""
+def register(name: str, config_class: type[Config], *, family: str, summary: str = "",
+             formerly: tuple[str, ...] = ()) -> Callable[[type], type]:
+    """Class decorator: `@register("vae", VAEConfig, family="latent")` next to the model class.
+    formerly: names the model had before a rename, so that `saved_entry` reads its old runs."""
 
     def decorate(model_class: type) -> type:
         previous = _REGISTRY.get(name)
@@ -38,7 +41,7 @@ def register(name: str, config_class: type[Config], *, family: str, summary: str
         model_class.name = name
         model_class.config_class = config_class
         doc_lines = (model_class.__doc__ or "").strip().splitlines()
-        _REGISTRY[name] = Entry(name, model_class, config_class, family, summary or (doc_lines[0] if doc_lines else ""))
+        _REGISTRY[name] = Entry(name, model_class, config_class, family, summary or (doc_lines[0] if doc_lines else ""), formerly)
         return model_class
 
     return decorate
@@ -62,6 +65,20 @@ def get(name: str) -> Entry:
         if candidate in _REGISTRY:
             return _REGISTRY[candidate]
     raise ConfigError(f"unknown model {name!r}; known models: {', '.join(sorted(_REGISTRY))} (see `genlab list`)")
+
+
+def saved_entry(name: str, fields: dict[str, Any]) -> Entry:
+    """The model a run saved as `name` with config `fields` is: `get(name)`, or, when those fields
+    are not its config's and a model formerly registered as `name` takes them all, that model (a
+    run trained before the name moved to another model)."""
+    entry = get(name)
+    known = {f.name for f in dataclasses.fields(entry.config_class)}
+    if set(fields) <= known:
+        return entry
+    for other in _REGISTRY.values():
+        if name in other.formerly and set(fields) <= {f.name for f in dataclasses.fields(other.config_class)}:
+            return other
+    return entry
 
 
 def create(name: str, data: "Dataset | DataSpec | None" = None, **fields: Any) -> "GenerativeModel":

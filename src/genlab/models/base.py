@@ -195,6 +195,14 @@ class GenerativeModel(nn.Module):
         """
         raise NotImplementedError(f"{type(self).__name__} sets has_custom_step but defines no training_step")
 
+    def pretraining(self, train: Dataset, run_steps: int) -> list[tuple["GenerativeModel", dict[str, Any]]]:
+        """Parts of this model that `genlab.fit` trains first, each by a fit of its own on the
+        training split with the given options (max_steps, batch_size, lr, ...), at the start of a
+        fresh run and before `initialize_from_data`: the first stage of a two-stage model (e.g. the
+        autoencoder of a latent model). run_steps: the run's own max_steps, which a stage may
+        follow. Return [] once they are trained (a second fit, a resumed run). The default: none."""
+        return []
+
     def initialize_from_data(self, train: Dataset, generator: torch.Generator) -> None:
         """Data-dependent initialisation (e.g. VampPrior pseudo-inputs, ActNorm statistics), called by
         `genlab.fit` at the start of a fresh run, before the optimizers and the EMA copy exist.

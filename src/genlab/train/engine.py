@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from genlab import registry
 from genlab.data.dataset import Batch, Dataset
 from genlab.errors import ArgumentTypeError, ConfigError, DataError, GenlabError, RunError, RunNotFoundError, TrainingError, TrainingWarning
 from genlab.files import atomic_write, remove_stale_temporaries
@@ -171,6 +172,7 @@ class _Engine:
         self.channels_last = cfg.channels_last and self.device.type == "cuda" and model.spec.kind == "image"
         model.to(self.device)
         if not resume:
+            self._pretrain()
             # a generator of its own, so the training RNG stream is the same with or without it
             model.initialize_from_data(self.train_set, torch.Generator().manual_seed(cfg.seed))
         if self.channels_last:
@@ -202,6 +204,15 @@ class _Engine:
             self._prepare_run_dir(resume)
 
     # -- set-up ---------------------------------------------------------------------------
+    def _pretrain(self) -> None:
+        """Train the parts the model asks for first (`GenerativeModel.pretraining`), each in memory
+        on this device and seed, with the run's progress bar setting."""
+        for part, options in self.model.pretraining(self.train_set, self.cfg.max_steps):
+            if self.dist.is_main and self.cfg.progress:
+                print(f"training {part.name} first ({options.get('max_steps', 'its default')} steps), then {self.model.name}", flush=True)
+            fit(part, self.train_set, **{"device": str(self.device), "seed": self.cfg.seed, "progress": self.cfg.progress and self.dist.is_main,
+                                         "sample_every": 0, "checkpoint_every": 0, "tensorboard": False, **options})
+
     @staticmethod
     def _check_data(model: GenerativeModel, data: Dataset) -> None:
         if not isinstance(data, Dataset):
@@ -266,7 +277,8 @@ class _Engine:
     def _load_checkpoint(self) -> None:
         assert self.paths is not None
         saved = read_run_config(self.out)
-        same_config = saved["model"] == self.model.name and saved_config_values(type(self.model.config), saved["model_config"]) == self.model.config.to_dict()
+        saved_name = registry.saved_entry(saved["model"], saved["model_config"]).name  # a run saved before a rename
+        same_config = saved_name == self.model.name and saved_config_values(type(self.model.config), saved["model_config"]) == self.model.config.to_dict()
         if not same_config:
             raise RunError(
                 f"cannot resume '{self.out}': it trained {saved['model']} with {saved['model_config']}, "

@@ -168,7 +168,7 @@ def resume_settings(run_dir: str | Path, model: str) -> tuple[dict[str, Any], di
 
     cfg = read_run_config(run_dir)
     entry = registry.get(model)
-    wanted, trained = entry.name, registry.get(cfg["model"]).name
+    wanted, trained = entry.name, registry.saved_entry(cfg["model"], cfg["model_config"]).name
     if wanted != trained:
         raise RunError(f"cannot resume '{run_dir}' as {wanted}: it trained {trained}; use `genlab train {trained} --out {run_dir} --resume`, or choose another --out")
     return saved_config_values(entry.config_class, cfg["model_config"]), run_data_source(cfg)
@@ -182,7 +182,7 @@ def load_model(run_dir: str | Path, *, ema: bool = True, device: str | torch.dev
 
     cfg = read_run_config(run_dir)
     paths = RunPaths(Path(run_dir))
-    entry = registry.get(cfg["model"])
+    entry = registry.saved_entry(cfg["model"], cfg["model_config"])
     try:
         spec = DataSpec.from_dict(cfg["data_spec"])
     except (KeyError, TypeError, ValueError) as exc:

@@ -462,7 +462,12 @@ class VAE(GenerativeModel):
         """
         if cond is not None:
             raise ConfigError("the VAE is unconditional; pass cond=None (class-conditional models take cond)")
-        params = self.decode(self.prior_sample(n, generator))
+        return self.sample_given(self.prior_sample(n, generator), generator)
+
+    @torch.no_grad()
+    def sample_given(self, z: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """x from the decoder at latents z (B, latent_dim), by the rules of `sample`: (B, *shape)."""
+        params = self.decode(z)
         if self.table is not None:
             return self.table.sample(params, self.observation_log_scale(), self.spec.value_range, generator)
         mean = self.decoder_mean(params)

@@ -1,7 +1,9 @@
-"""Models made for tables: `tabular`, a mixed-type diffusion model (Gaussian diffusion on numbers,
-masked diffusion on categories, exact conditioning on categorical columns). Importing this package
-registers it."""
+"""Models made for tables, both conditioning exactly on categorical columns
+(`conditions.ConditionColumns`): `tabular`, latent diffusion in a table VAE's latent space
+(TabSyn), and `tabddpm`, Gaussian diffusion on the numbers with masked diffusion on the categories
+(TabDDPM). Importing this package registers them."""
 
-from genlab.models.tabular.model import TabularConfig, TabularDiffusion
+from genlab.models.tabular.latent import TabularLatentConfig, TabularLatentDiffusion
+from genlab.models.tabular.tabddpm import TabDDPM, TabDDPMConfig
 
-__all__ = ["TabularConfig", "TabularDiffusion"]
+__all__ = ["TabDDPM", "TabDDPMConfig", "TabularLatentConfig", "TabularLatentDiffusion"]

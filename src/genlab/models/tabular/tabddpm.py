@@ -1,4 +1,4 @@
-"""A diffusion model for mixed-type tables: Gaussian diffusion on the numbers, masked diffusion on
+"""TabDDPM-style diffusion for mixed-type tables (`tabddpm`): Gaussian diffusion on the numbers, masked diffusion on
 the categories, one network for both, and exact conditioning on chosen categorical columns.
 
 A row encoded by `genlab.data.TableEncoder` is a set of continuous coordinates x (the numbers,
@@ -30,7 +30,6 @@ p(row) = p(condition) p(rest | condition).
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Mapping
 
 import torch
@@ -39,25 +38,24 @@ from torch import Tensor
 
 from genlab.config import Config
 from genlab.data.dataset import Batch, DataSpec, Dataset
-from genlab.data.tables import split_blocks
 from genlab.errors import ConfigError
 from genlab.models.base import GenerativeModel, Loss
+from genlab.models.tabular.conditions import ConditionColumns
 from genlab.models.diffusion.schedules import DiscreteSchedule, expand_like
 from genlab.nn.distributions import sample_standard_normal
 from genlab.nn.time_mlp import TimeConditionedMLP
 from genlab.registry import register
 
-__all__ = ["TabularDiffusion", "TabularConfig"]
+__all__ = ["TabDDPM", "TabDDPMConfig"]
 
-MAX_CONDITION_CELLS = 1_000_000  # joint frequency table of the conditioning columns, dense
 SAMPLERS = ("ddim", "ancestral")
 SMALL_TABLE_ROWS = 10_000
 SMALL_TABLE_DROPOUT = 0.1
 
 
 @dataclasses.dataclass
-class TabularConfig(Config):
-    """Configuration of the tabular diffusion model.
+class TabDDPMConfig(Config):
+    """Configuration of the `tabddpm` model.
 
     hidden: widths of the denoising MLP (every layer told the time, `TimeConditionedMLP`).
     embedding_dim: width of the time embedding.
@@ -85,17 +83,17 @@ class TabularConfig(Config):
             self._in_range("dropout", 0.0, 0.99)
         self._choice("sampler", SAMPLERS)
         if not self.hidden or any(h < 1 for h in self.hidden):
-            raise ConfigError(f"TabularConfig.hidden={self.hidden!r} must be a non-empty list of positive widths, e.g. 512,512,512")
+            raise ConfigError(f"TabDDPMConfig.hidden={self.hidden!r} must be a non-empty list of positive widths, e.g. 512,512,512")
 
 
-@register("tabular", TabularConfig, family="tabular",
-          summary="Mixed-type table diffusion: Gaussian on numbers, masked on categories, exact conditioning")
-class TabularDiffusion(GenerativeModel):
+@register("tabddpm", TabDDPMConfig, family="tabular", formerly=("tabular",),
+          summary="Mixed-type table diffusion (TabDDPM): Gaussian on numbers, masked on categories, exact conditioning")
+class TabDDPM(ConditionColumns, GenerativeModel):
     """Gaussian + masked diffusion over a table's encoded rows (module docstring).
 
     >>> import genlab
     >>> data = genlab.data.load("iris")
-    >>> model = genlab.create("tabular", data=data, hidden=(32,), sampling_steps=4)
+    >>> model = genlab.create("tabddpm", data=data, hidden=(32,), sampling_steps=4)
     >>> model.condition_columns, model.sample(3).shape
     (('target',), torch.Size([3, 7]))
     """
@@ -115,34 +113,11 @@ class TabularDiffusion(GenerativeModel):
             defaults["max_steps"] = int(min(defaults["max_steps"], max(self.MIN_STEPS, self.spec.rows // self.ROWS_PER_STEP)))
         return defaults
 
-    def __init__(self, config: TabularConfig, spec: DataSpec) -> None:
+    def __init__(self, config: TabDDPMConfig, spec: DataSpec) -> None:
         super().__init__(config, spec)
-        if spec.table_blocks is None:
-            raise ConfigError(f"the tabular model needs a table's column layout, and {spec.name!r} ({spec.kind}) has none; "
-                              "load a CSV or table dataset (a run saved before tables had a layout: retrain it)")
-        blocks = [tuple(b) for b in spec.table_blocks]
-        self.continuous, self.categorical = split_blocks(blocks)
-        names = list(dict.fromkeys(b[0] for b in blocks))
-        if config.condition_on is None:
-            wanted = (spec.target,) if spec.target is not None else ()
-        else:
-            wanted = tuple(c for c in config.condition_on if c)
-        for column in wanted:
-            if column not in names:
-                raise ConfigError(f"condition_on names {column!r}, not a column of {spec.name!r}; columns: {', '.join(names)}")
-            if not [b for b in self.categorical if b[0] == column] or [b for b in blocks if b[0] == column and b[1] == "continuous"]:
-                raise ConfigError(f"condition_on: column {column!r} is numeric; the model conditions on categorical columns only")
-        self.condition_columns = tuple(wanted)
-        self.condition_blocks = [b for b in self.categorical if b[0] in wanted]
-        self.generated_blocks = [b for b in self.categorical if b[0] not in wanted]
-        cells = math.prod(stop - start for _, start, stop in self.condition_blocks)
-        if cells > MAX_CONDITION_CELLS:
-            raise ConfigError(f"condition_on {', '.join(wanted)}: {cells:,} combinations of their values; condition on fewer columns")
-        self.register_buffer("condition_frequencies", torch.ones(cells) / cells)
+        self.setup_conditions(spec, config.condition_on)
+        self.generated_blocks = [b for b in self.categorical if b[0] not in self.condition_columns]
         self.register_buffer("continuous_index", torch.tensor(self.continuous, dtype=torch.long))
-        # a label column among the conditions: sample(n, cond=labels) fixes it (genlab sample --class)
-        self.label_block = next((b for b in self.condition_blocks if b[0] == spec.target), None)
-        self.num_classes = spec.num_classes if self.label_block is not None else None
 
         self.schedule = DiscreteSchedule.cosine(config.steps)
         # input: the numbers, and each one-hot block with one more slot for [MASK]
@@ -155,28 +130,9 @@ class TabularDiffusion(GenerativeModel):
         self.net = TimeConditionedMLP(dim=in_dim, hidden=config.hidden, embedding_dim=config.embedding_dim, out_dim=out_dim,
                                       dropout=config.dropout)
 
-    # -- the conditioning columns' joint ------------------------------------------------------
-    def _condition_cells(self, x: Tensor) -> Tensor:
-        """The flat index of each row's combination of conditioning values: (B, D) -> (B,)."""
-        cell = torch.zeros(len(x), dtype=torch.long, device=x.device)
-        for _, start, stop in self.condition_blocks:
-            cell = cell * (stop - start) + x[:, start:stop].argmax(1)
-        return cell
-
-    def _cell_values(self, cell: Tensor) -> list[Tensor]:
-        """The inverse of `_condition_cells`: (B,) -> one (B,) category index per conditioning block."""
-        values = []
-        for _, start, stop in reversed(self.condition_blocks):
-            values.append(cell % (stop - start))
-            cell = cell // (stop - start)
-        return values[::-1]
-
     def initialize(self, train: Dataset, generator: torch.Generator) -> None:
         """Count the training rows of each combination of the conditioning columns' values."""
-        if self.condition_blocks:
-            x, _ = train.tensors()
-            counts = torch.bincount(self._condition_cells(x), minlength=self.condition_frequencies.numel())
-            self.condition_frequencies.copy_(counts.double() / counts.sum())
+        self.count_conditions(train.tensors()[0])
 
     # -- the network ------------------------------------------------------------------------------
     def _network_input(self, numbers: Tensor, states: list[Tensor]) -> Tensor:
@@ -232,26 +188,13 @@ class TabularDiffusion(GenerativeModel):
 
     # -- sampling ------------------------------------------------------------------------------
     @torch.no_grad()
-    def sample(self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None) -> Tensor:
-        """n encoded rows (n, D). cond: labels of the label column (when the model conditions on
-        it), the other conditioning columns drawn from their joint frequencies given it."""
-        cond = self.check_labels(cond, n, self.num_classes)
-        where = {} if cond is None else {self.label_block[0]: cond}
-        return self.sample_where(n, where, generator=generator)
-
-    @torch.no_grad()
     def sample_where(self, n: int, where: Mapping[str, Tensor | int], generator: torch.Generator | None = None) -> Tensor:
         """n encoded rows (n, D) from p(row | column = value for each entry of `where`), a value
         being the category index (an int for all rows, or (n,)) of a conditioning column; the
         conditioning columns not in `where` are drawn from their training frequencies given those
         that are (an impossible combination raises ConfigError)."""
         device = self.device
-        unknown = [c for c in where if c not in self.condition_columns]
-        if unknown:
-            hint = (f"it conditions on {', '.join(self.condition_columns)}" if self.condition_columns else "it conditions on no column")
-            raise ConfigError(f"the model cannot condition on {', '.join(unknown)}: {hint}; "
-                              f"retrain with --set condition_on={','.join([*self.condition_columns, *unknown])}")
-        states = self._condition_states(n, where, generator, device)
+        states = self.draw_conditions(n, where, generator, device)
         numbers = sample_standard_normal((n, len(self.continuous)), generator=generator, device=device, dtype=torch.float32)
         block_states: list[Tensor] = []
         conditioned = dict(zip([id(b) for b in self.condition_blocks], states))
@@ -285,35 +228,6 @@ class TabularDiffusion(GenerativeModel):
                     drawn = torch.multinomial(F.softmax(lg.float(), dim=1), 1, generator=generator).squeeze(1)
                     block_states[i] = torch.where(reveal, drawn, block_states[i])
         return self._assemble(numbers, block_states)
-
-    def _condition_states(self, n: int, where: Mapping[str, Tensor | int], generator, device) -> list[Tensor]:
-        """Each conditioning block's category index (n,): the given ones, the others drawn from the
-        training frequencies of the combinations that agree with them."""
-        if not self.condition_blocks:
-            return []
-        widths = [stop - start for _, start, stop in self.condition_blocks]
-        frequencies = self.condition_frequencies.reshape(widths).to(device)
-        given = []
-        for (name, _, _), width in zip(self.condition_blocks, widths):
-            if name in where:
-                v = torch.as_tensor(where[name], device=device).long().reshape(-1).expand(n) if not torch.is_tensor(where[name]) or where[name].numel() == 1 else where[name].to(device).long()
-                if v.shape != (n,) or v.min() < 0 or v.max() >= width:
-                    raise ConfigError(f"condition {name!r} needs {n} category indices in [0, {width - 1}] (or one for all rows)")
-                given.append(v)
-            else:
-                given.append(None)
-        # p(cells | given): the frequencies with the given coordinates fixed, per row
-        weights = frequencies.reshape(1, -1).expand(n, -1).clone()
-        grid = torch.stack(self._cell_values(torch.arange(weights.shape[1], device=device)), 0)  # (blocks, cells)
-        for k, v in enumerate(given):
-            if v is not None:
-                weights = weights * (grid[k].unsqueeze(0) == v.unsqueeze(1))
-        empty = weights.sum(1) == 0
-        if empty.any():
-            shown = {name: int(v[empty.nonzero()[0, 0]]) for (name, _, _), v in zip(self.condition_blocks, given) if v is not None}
-            raise ConfigError(f"no training row has {shown} (category indices); choose values that occur together")
-        cells = torch.multinomial(weights, 1, generator=generator).squeeze(1)
-        return self._cell_values(cells)
 
     def _assemble(self, numbers: Tensor, states: list[Tensor]) -> Tensor:
         """Numbers (n, c) and block states (n,) -> encoded rows (n, D)."""
