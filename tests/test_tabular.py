@@ -132,6 +132,7 @@ def test_a_saved_run_samples_as_the_trained_model_and_the_cli_writes_rows(shop_t
                  "--out", str(tmp_path / "run"), "--set", "hidden=16", "--set", "autoencoder_hidden=16", "--set", "latent_dim=4",
                  "--set", "autoencoder_steps=20", "--set", "sample_steps=3", "--batch-size", "64", "--no-progress",
                  "--no-tensorboard", "--sample-every", "0", "--num-samples", "4", "--max-steps", "5"]) == 0
+    assert f"next: genlab sample {tmp_path / 'run'} -n 1000 --out synth.csv" in capsys.readouterr().out
     loaded = genlab.load(tmp_path / "run")
     again = genlab.load(tmp_path / "run")
     a = loaded.sample(20, generator=torch.Generator().manual_seed(0))

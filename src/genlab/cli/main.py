@@ -330,7 +330,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     say(f"  weights      {paths.weights}" + (f" and {paths.ema_weights.name}" if paths.ema_weights.exists() else ""))
     say(f"  metrics      {paths.metrics}")
     say(f"  config       {paths.config}")
-    say(f"next: genlab sample {out} -n 64 --out grid.png;  genlab eval {out};  genlab info {out}")
+    drawn = "-n 1000 --out synth.csv" if run.model.spec.kind == "table" else "-n 64 --out grid.png"
+    say(f"next: genlab sample {out} {drawn};  genlab eval {out};  genlab info {out}")
 
 
 def cmd_sample(args: argparse.Namespace) -> None:

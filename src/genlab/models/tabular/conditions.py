@@ -60,7 +60,7 @@ class ConditionColumns:
         cells = self.condition_cell_count
         if cells > max_cells:
             raise ConfigError(f"condition_on {', '.join(wanted)}: {cells:,} combinations of their values (at most {max_cells:,}); "
-                              "condition on fewer columns")
+                              "condition on fewer columns (--set condition_on=COLUMN,..., or --set condition_on= for none)")
         self.register_buffer("condition_frequencies", torch.ones(cells) / cells)
         # a label column among the conditions: sample(n, cond=labels) fixes it (genlab sample --class)
         self.label_block = next((b for b in self.condition_blocks if b[0] == spec.target), None)
