@@ -118,6 +118,7 @@ def _add_class_options(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from genlab.apps.anomaly import SCORES as anomaly_scores
     from genlab.apps.sampling import DEFAULT_PER_CLASS, DEFAULT_SAMPLES
     from genlab.models.diffusion.samplers import SAMPLERS
 
@@ -170,6 +171,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--guidance-scale", type=float, default=None, metavar="W", help="diffusion runs: classifier-free guidance w")
     _add_data_options(p)
     _add_train_options(p)  # --seed seeds the training and the samples, --device runs both
+
+    p = sub.add_parser(
+        "anomaly", help="score how unusual each sample of a dataset is under a trained run",
+        description="Score every sample of DATA with RUN's model (higher = more anomalous) and write --out, a CSV with one "
+                    "row per sample in DATA's order: index, source (row number or file name), score, anomaly (0/1) and, "
+                    "for tables with a per-dimension score, unusual_columns. The threshold flags --contamination of the "
+                    "normal samples: --normal's, or the run's own validation split.",
+    )  # fmt: skip
+    p.add_argument("run", help="run directory of a model trained on normal data")
+    p.add_argument("--data", required=True, help="the data to score: a CSV for a table run, else a dataset name or path")
+    p.add_argument("--out", metavar="PATH", default="scores.csv", help="the CSV to write (default: scores.csv)")
+    p.add_argument("--normal", metavar="DATA", default=None, help="normal data that sets the threshold (default: the run's validation split)")
+    p.add_argument("--score", default="auto", choices=["auto", *anomaly_scores], help="the anomaly score (default: the model's first of "
+                   + ", ".join(anomaly_scores) + ")")
+    p.add_argument("--contamination", type=float, default=0.05, metavar="RATE", help="share of normal samples flagged (default 0.05)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the scores' random draws (the IWAE's latents)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: where the run loads)")
+    _add_data_options(p)
 
     p = sub.add_parser("sample", help="draw samples from a trained run",
                        description="Sample from RUN and write a grid or plot, the tensor (.npy, .pt) or, for a table, its rows (.csv).")
@@ -376,6 +395,14 @@ def cmd_balance(args: argparse.Namespace) -> None:
     say(f"wrote {result.out} ({result.format}): {sum(result.before.values())} samples and {result.added} generated{via}")
 
 
+def cmd_anomaly(args: argparse.Namespace) -> None:
+    from genlab.apps.anomaly import score_data
+
+    result = score_data(args.run, args.data, args.out, normal=args.normal, score=args.score, contamination=args.contamination,
+                        data_options=_data_options(args), device=args.device, seed=args.seed)
+    say(f"wrote {result.out}: {result.n} samples scored by {result.score}, {result.flagged} above the threshold {result.threshold:.4g}")
+
+
 def cmd_eval(args: argparse.Namespace) -> None:
     from genlab.apps.evaluate import evaluate_run
     from genlab.metrics.report import format_report
@@ -455,7 +482,7 @@ def cmd_latent(args: argparse.Namespace) -> None:
         print(f"{tool:<19} " + ", ".join(str(p) for p in paths))
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "balance": cmd_balance, "eval": cmd_eval, "info": cmd_info, "inpaint": cmd_inpaint,
+COMMANDS = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "balance": cmd_balance, "anomaly": cmd_anomaly, "eval": cmd_eval, "info": cmd_info, "inpaint": cmd_inpaint,
             "latent": cmd_latent}
 
 

@@ -322,6 +322,14 @@ def read_images(path: Path, options: ImageOptions, *, cache_dir: str | os.PathLi
     return arrays
 
 
+def image_names(path: str | os.PathLike) -> list[str]:
+    """The images of a folder or tar archive as paths inside it ("cats/001.png"), in the order
+    `load_image_folder` stores them."""
+    path = Path(path).expanduser().resolve()
+    entries = _list_folder(path)[0] if path.is_dir() else _list_archive(path)
+    return ["/".join(e.parts) for e in entries]
+
+
 # -- datasets ----------------------------------------------------------------------------------------
 def image_spec(name: str, x: np.ndarray | torch.Tensor, class_names: Iterable[str] | None, levels: int | None = 256) -> DataSpec:
     class_names = None if class_names is None else tuple(class_names)
