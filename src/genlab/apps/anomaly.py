@@ -8,7 +8,9 @@ of `SCORES` (higher means more anomalous, as PyOD's `decision_function`):
                     any model's `nll_bound`;
     reconstruction  (1 / D) sum_i (x_i - g(f(x))_i)^2, the mean squared reconstruction error of an
                     encoder-decoder (AE, DAE, VQ-VAE, and the VAE's decoder mean at its posterior
-                    mean), with the per-dimension map (x - g(f(x)))^2 showing where x is unusual.
+                    mean), with the per-dimension map (x - g(f(x)))^2 showing where x is unusual;
+    ode             -log p(x) of a diffusion model's probability-flow ODE density (Song et al. 2021),
+                    its trace estimator's probes from the detector's seed; one ODE solve per batch.
 
 `AnomalyDetector` follows scikit-learn's outlier detectors (e.g. IsolationForest): `fit(normal)`
 sets the threshold t to the (1 - contamination) quantile of the normal samples' scores, so a share
@@ -32,31 +34,32 @@ from genlab import registry
 from genlab.data.dataset import Dataset
 from genlab.errors import ArgumentTypeError, ConfigError, DataError
 from genlab.models.base import GenerativeModel
+from genlab.models.diffusion.model import DiffusionModel
 
 __all__ = ["SCORES", "AnomalyDetector", "AnomalyScore", "ScoredData", "available_scores", "detector", "read_samples", "score_data"]
 
 DEFAULT_CONTAMINATION = 0.05
-AUTO_ORDER = ("nll", "bound", "reconstruction")  # the most principled score a model offers first
+AUTO_ORDER = ("nll", "bound", "reconstruction", "ode")  # the most principled score a model offers first
 
 
 @dataclasses.dataclass(frozen=True)
 class AnomalyScore:
     """name; formula: what it computes, for reports; available(model) -> bool; per_sample(model, x
-    (B, *shape), generator) -> (B,), higher = more anomalous; per_dimension(model, x) -> (B, *shape)
-    (None where the score does not split over dimensions)."""
+    (B, *shape), generator) -> (B,), higher = more anomalous; per_dimension(model, x, generator) ->
+    (B, *shape) (None where the score does not split over dimensions)."""
 
     name: str
     formula: str
     available: Callable[[GenerativeModel], bool]
     per_sample: Callable[[GenerativeModel, Tensor, torch.Generator], Tensor]
-    per_dimension: Callable[[GenerativeModel, Tensor], Tensor] | None = None
+    per_dimension: Callable[[GenerativeModel, Tensor, torch.Generator], Tensor] | None = None
 
 
 def _defines(model: GenerativeModel, method: str) -> bool:
     return getattr(type(model), method, None) is not getattr(GenerativeModel, method)
 
 
-def _squared_error(model: GenerativeModel, x: Tensor) -> Tensor:
+def _squared_error(model: GenerativeModel, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
     return (x.float() - model.reconstruct(x).float()) ** 2
 
 
@@ -69,6 +72,9 @@ SCORES: dict[str, AnomalyScore] = {
         AnomalyScore("reconstruction", "(1/D) sum_i (x_i - g(f(x))_i)^2, the mean squared reconstruction error",
                      lambda m: callable(getattr(m, "reconstruct", None)),
                      lambda m, x, g: _squared_error(m, x).flatten(1).mean(1), _squared_error),
+        AnomalyScore("ode", "-log p(x) of the probability-flow ODE's density (nats; a diffusion model's likelihood)",
+                     lambda m: isinstance(m, DiffusionModel) and m.diffusion_spec is m.spec,
+                     lambda m, x, g: -m.ode_log_prob(x, generator=g)),
     )
 }
 
@@ -97,7 +103,7 @@ class AnomalyDetector:
         if score == "auto":
             if not offered:
                 raise ConfigError(f"'{model.name}' offers none of the anomaly scores {', '.join(SCORES)}; "
-                                  "use a flow, an autoregressive model, a VAE or an autoencoder")
+                                  "use a flow, an autoregressive model, a VAE, an autoencoder or a diffusion model")
             score = offered[0]
         if score not in SCORES:
             raise ConfigError(f"unknown anomaly score {score!r}; choose one of {', '.join(SCORES)} or auto")
@@ -132,7 +138,8 @@ class AnomalyDetector:
         if self.score.per_dimension is None:
             raise ConfigError(f"the {self.score.name!r} score has no per-dimension map; the reconstruction score has one")
         x = self._samples(x)
-        return torch.cat([self.score.per_dimension(self.model, x[i : i + self.batch_size].to(self.model.device)).float().cpu()
+        generator = torch.Generator(device=self.model.device).manual_seed(self.seed)
+        return torch.cat([self.score.per_dimension(self.model, x[i : i + self.batch_size].to(self.model.device), generator).float().cpu()
                           for i in range(0, len(x), self.batch_size)])
 
     # -- scikit-learn's interface -------------------------------------------------------------------
