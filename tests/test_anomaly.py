@@ -186,6 +186,15 @@ def test_cli_names_images_by_file_and_refuses_what_it_cannot_do(tmp_path, capsys
     scores = pd.read_csv(out)
     assert scores["source"].tolist() == ["a/10.png", "a/2.png", "b/1.png"]  # the order the folder is read in
     assert "unusual_columns" not in scores.columns
+    # a run trained on resized images reads the scored folder with the same resize
+    large = tmp_path / "large"
+    large.mkdir()
+    for i in range(30):
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(large / f"{i:02d}.png")
+    assert main(["train", "ae", "--data", str(large), "--data-option", "resize=8", "--out", str(tmp_path / "resized"),
+                 "--set", "latent_dim=2", *tiny]) == 0
+    assert main(["anomaly", str(tmp_path / "resized"), "--data", str(large), "--normal", str(large), "--out", str(out)]) == 0
+    assert pd.read_csv(out)["source"].tolist() == [f"{i:02d}.png" for i in range(30)]
     capsys.readouterr()
     assert main(["anomaly", str(tmp_path / "run"), "--data", "digits", "--score", "nll", "--out", str(out)]) == 2
     assert "has no 'nll' score" in capsys.readouterr().err

@@ -39,6 +39,7 @@ from genlab.models.diffusion.model import DiffusionModel
 __all__ = ["SCORES", "AnomalyDetector", "AnomalyScore", "ScoredData", "available_scores", "detector", "read_samples", "score_data"]
 
 DEFAULT_CONTAMINATION = 0.05
+IMAGE_READING = ("resize", "crop", "grayscale")  # the image options `genlab anomaly` takes from the run
 AUTO_ORDER = ("nll", "bound", "reconstruction", "ode")  # the most principled score a model offers first
 
 
@@ -214,7 +215,8 @@ def read_samples(run_dir: str | os.PathLike, data: str | os.PathLike, model: Gen
                  data_options: dict[str, Any] | None = None) -> tuple[Tensor, list[str]]:
     """The samples of `data` in their own order, as the run's model reads them, and a name for each:
     for a table run, a CSV encoded by the run's encoder (names: row numbers from 1); otherwise
-    `genlab.data.load(data, **data_options)` (names: paths inside an image folder or archive, else
+    `genlab.data.load(data, **data_options)`, an image run's resize, crop and grayscale options
+    where data_options do not set them (names: paths inside an image folder or archive, else
     indices from 0)."""
     import pandas as pd
 
@@ -238,6 +240,11 @@ def read_samples(run_dir: str | os.PathLike, data: str | os.PathLike, model: Gen
                 raise ConfigError(f"--data {data}: a table run scores the rows of a table (a CSV, or a named table)")
         x = read_table_encoder(run_dir).encode(frame)
         return x, [str(i + 1) for i in range(len(frame))]
+    if model.spec.kind == "image":  # read as the run's images were: its resize, crop and grey levels
+        from genlab.train.run import read_run_config, run_data_source
+
+        trained = run_data_source(read_run_config(run_dir))
+        options = {k: trained[k] for k in IMAGE_READING if k in trained} | options
     dataset = load(data, **options)
     x = dataset.tensors()[0]
     path = Path(data)
