@@ -46,14 +46,20 @@ AUTO_ORDER = ("nll", "bound", "reconstruction", "ode")  # the most principled sc
 @dataclasses.dataclass(frozen=True)
 class AnomalyScore:
     """name; formula: what it computes, for reports; available(model) -> bool; per_sample(model, x
-    (B, *shape), generator) -> (B,), higher = more anomalous; per_dimension(model, x, generator) ->
-    (B, *shape) (None where the score does not split over dimensions)."""
+    (B, *shape), generator) -> (B,), higher = more anomalous; or per_dimension(model, x, generator)
+    -> (B, *shape), whose mean over the dimensions is then the per-sample score."""
 
     name: str
     formula: str
     available: Callable[[GenerativeModel], bool]
-    per_sample: Callable[[GenerativeModel, Tensor, torch.Generator], Tensor]
+    per_sample: Callable[[GenerativeModel, Tensor, torch.Generator], Tensor] | None = None
     per_dimension: Callable[[GenerativeModel, Tensor, torch.Generator], Tensor] | None = None
+
+    def __call__(self, model: GenerativeModel, x: Tensor, generator: torch.Generator) -> Tensor:
+        """The per-sample scores (B,)."""
+        if self.per_sample is not None:
+            return self.per_sample(model, x, generator)
+        return self.per_dimension(model, x, generator).flatten(1).mean(1)
 
 
 def _defines(model: GenerativeModel, method: str) -> bool:
@@ -71,8 +77,7 @@ SCORES: dict[str, AnomalyScore] = {
         AnomalyScore("bound", "an upper bound on -log p(x) (nats; the VAE's -IWAE_k)",
                      lambda m: _defines(m, "nll_bound") and not m.costly_nll_bound, lambda m, x, g: m.nll_bound(x, generator=g)),
         AnomalyScore("reconstruction", "(1/D) sum_i (x_i - g(f(x))_i)^2, the mean squared reconstruction error",
-                     lambda m: callable(getattr(m, "reconstruct", None)),
-                     lambda m, x, g: _squared_error(m, x).flatten(1).mean(1), _squared_error),
+                     lambda m: callable(getattr(m, "reconstruct", None)), per_dimension=_squared_error),
         AnomalyScore("ode", "-log p(x) of the probability-flow ODE's density (nats; a diffusion model's likelihood)",
                      lambda m: isinstance(m, DiffusionModel) and m.diffusion_spec is m.spec,
                      lambda m, x, g: -m.ode_log_prob(x, generator=g)),
@@ -123,25 +128,25 @@ class AnomalyDetector:
         self.threshold_: float | None = None
 
     # -- scores ------------------------------------------------------------------------------
-    @torch.no_grad()
     def anomaly_scores(self, x: Tensor | Dataset) -> Tensor:
         """The score of each sample, higher = more anomalous: x (N, *shape) -> (N,), on the CPU."""
-        x = self._samples(x)
-        generator = torch.Generator(device=self.model.device).manual_seed(self.seed)
-        parts = [self.score.per_sample(self.model, x[i : i + self.batch_size].to(self.model.device), generator).float().cpu()
-                 for i in range(0, len(x), self.batch_size)]
-        return torch.cat(parts) if parts else torch.zeros(0)
+        return self._batched(self.score, x)
 
-    @torch.no_grad()
     def score_map(self, x: Tensor | Dataset) -> Tensor:
         """Where each sample is unusual: the score per dimension (per pixel, per encoded column),
-        x (N, *shape) -> (N, *shape), on the CPU."""
+        x (N, *shape) -> (N, *shape), on the CPU; its mean over the dimensions is `anomaly_scores`."""
         if self.score.per_dimension is None:
             raise ConfigError(f"the {self.score.name!r} score has no per-dimension map; the reconstruction score has one")
+        return self._batched(self.score.per_dimension, x)
+
+    @torch.no_grad()
+    def _batched(self, fn: Callable[[GenerativeModel, Tensor, torch.Generator], Tensor], x: Tensor | Dataset) -> Tensor:
+        """fn over x in batches on the model's device, one generator seeded by `seed` for them all."""
         x = self._samples(x)
         generator = torch.Generator(device=self.model.device).manual_seed(self.seed)
-        return torch.cat([self.score.per_dimension(self.model, x[i : i + self.batch_size].to(self.model.device), generator).float().cpu()
-                          for i in range(0, len(x), self.batch_size)])
+        parts = [fn(self.model, x[i : i + self.batch_size].to(self.model.device), generator).float().cpu()
+                 for i in range(0, len(x), self.batch_size)]
+        return torch.cat(parts) if parts else torch.zeros(0)
 
     # -- scikit-learn's interface -------------------------------------------------------------------
     def fit(self, normal: Tensor | Dataset) -> "AnomalyDetector":
@@ -256,10 +261,9 @@ def read_samples(run_dir: str | os.PathLike, data: str | os.PathLike, model: Gen
 
 def _table_columns(model: GenerativeModel, maps: Tensor, top: int = 3) -> list[str]:
     """Each row's `top` columns of largest summed per-dimension score (a table's encoded blocks)."""
-    blocks = [tuple(b) for b in model.spec.table_blocks]
-    names = list(dict.fromkeys(b[0] for b in blocks))
+    names = model.spec.table_columns
     per_column = torch.zeros(len(maps), len(names))
-    for name, _, start, stop in blocks:
+    for name, _, start, stop in model.spec.table_blocks:
         per_column[:, names.index(name)] += maps[:, start:stop].sum(1)
     order = per_column.argsort(1, descending=True)[:, :top]
     return [";".join(names[j] for j in row) for row in order.tolist()]
@@ -291,11 +295,13 @@ def score_data(run_dir: str | os.PathLike, data: str | os.PathLike, out: str | o
         reference = own.split("val")
     found.fit(reference)
     x, names = read_samples(run_dir, data, model, data_options)
-    scores = found.anomaly_scores(x)
+    columns = model.spec.kind == "table" and found.score.per_dimension is not None
+    maps = found.score_map(x) if columns else None  # scored once: the per-sample scores are its means
+    scores = maps.flatten(1).mean(1) if columns else found.anomaly_scores(x)
     flagged = (scores > found.threshold_).long()
     frame = pd.DataFrame({"index": range(len(x)), "source": names, "score": scores.double().numpy(), "anomaly": flagged.numpy()})
-    if model.spec.kind == "table" and found.score.per_dimension is not None:
-        frame["unusual_columns"] = _table_columns(model, found.score_map(x))
+    if columns:
+        frame["unusual_columns"] = _table_columns(model, maps)
     out = Path(out)
     with atomic_path(out) as tmp:
         frame.to_csv(tmp, index=False)

@@ -48,6 +48,11 @@ class DataSpec:
     rows: int | None = None
 
     @property
+    def table_columns(self) -> list[str]:
+        """A table's column names in the order of their blocks ([] for other data)."""
+        return list(dict.fromkeys(b[0] for b in self.table_blocks or ()))
+
+    @property
     def dim(self) -> int:
         out = 1
         for s in self.shape:

@@ -48,7 +48,7 @@ class ConditionColumns:
                               "load a CSV or table dataset (a run saved before tables had a layout: retrain it)")
         self.continuous, self.categorical = split_blocks([tuple(b) for b in spec.table_blocks])
         categorical = self.categorical
-        names = list(dict.fromkeys(b[0] for b in spec.table_blocks))
+        names = spec.table_columns
         wanted = ((spec.target,) if spec.target is not None else ()) if condition_on is None else tuple(c for c in condition_on if c)
         for column in wanted:
             if column not in names:
