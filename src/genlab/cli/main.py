@@ -118,6 +118,8 @@ def _add_class_options(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from genlab.apps.anomaly import BOUND_SAMPLES as anomaly_bound_samples
+    from genlab.apps.anomaly import CORRECTIONS as anomaly_corrections
     from genlab.apps.anomaly import SCORES as anomaly_scores
     from genlab.apps.sampling import DEFAULT_PER_CLASS, DEFAULT_SAMPLES
     from genlab.models.diffusion.samplers import SAMPLERS
@@ -176,8 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
         "anomaly", help="score how unusual each sample of a dataset is under a trained run",
         description="Score every sample of DATA with RUN's model (higher = more anomalous) and write --out, a CSV with one "
                     "row per sample in DATA's order: index, source (row number or file name), score, anomaly (0/1) and, "
-                    "for tables with a per-dimension score, unusual_columns. The threshold flags --contamination of the "
-                    "normal samples: --normal's, or the run's own validation split.",
+                    "for tables with a per-dimension score, unusual_columns; and pictures beside it. The threshold flags "
+                    "--contamination of the normal samples: --normal's, or the run's own validation split.",
     )  # fmt: skip
     p.add_argument("run", help="run directory of a model trained on normal data")
     p.add_argument("--data", required=True, help="the data to score: a CSV for a table run, else a dataset name or path")
@@ -186,7 +188,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--score", default="auto", choices=["auto", *anomaly_scores], help="the anomaly score (default: the model's first of "
                    + ", ".join(anomaly_scores) + ")")
     p.add_argument("--contamination", type=float, default=0.05, metavar="RATE", help="share of normal samples flagged (default 0.05)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the scores' random draws (the IWAE's latents)")
+    p.add_argument("--correction", default="none", choices=anomaly_corrections,
+                   help="complexity: a likelihood score in bits minus the image's PNG length (Serra et al. 2020), for "
+                        "out-of-distribution images a likelihood ranks too normal (default none)")
+    p.add_argument("--background", metavar="RUN", default=None,
+                   help="a run of a background model: its likelihood score is subtracted (Ren et al. 2019's likelihood ratio)")
+    p.add_argument("--truth", metavar="COLUMN_OR_CSV", default=None,
+                   help="the known anomalies (0/1): a column of the scored CSV, or a CSV with one row per sample; adds AUROC, "
+                        "average precision and the ROC curve")
+    p.add_argument("--bound-samples", type=int, default=anomaly_bound_samples, metavar="K",
+                   help=f"the IWAE's k for a VAE's bound score (default {anomaly_bound_samples})")
+    p.add_argument("--no-pictures", action="store_true", help="skip the pictures beside --out (score histograms, the most and "
+                   "least anomalous images with their score maps, the ROC curve)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the scores' random draws (the IWAE's latents, the ODE's probes, the noise)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: where the run loads)")
     _add_data_options(p)
 
@@ -399,8 +413,14 @@ def cmd_anomaly(args: argparse.Namespace) -> None:
     from genlab.apps.anomaly import score_data
 
     result = score_data(args.run, args.data, args.out, normal=args.normal, score=args.score, contamination=args.contamination,
+                        correction=args.correction, background=args.background, truth=args.truth, pictures=not args.no_pictures,
+                        bound_samples=args.bound_samples,
                         data_options=_data_options(args), device=args.device, seed=args.seed)
     say(f"wrote {result.out}: {result.n} samples scored by {result.score}, {result.flagged} above the threshold {result.threshold:.4g}")
+    if result.auroc is not None:
+        say(f"against --truth: AUROC {result.auroc:.4f}, average precision {result.average_precision:.4f}")
+    for picture in result.pictures:
+        say(f"wrote {picture}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:

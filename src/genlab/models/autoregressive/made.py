@@ -158,10 +158,31 @@ class MADEModel(ClassConditionalMixin, GenerativeModel):
     # -- likelihood ----------------------------------------------------------------------
     def conditional_log_prob(self, values: Tensor, labels: Tensor | None, mask_index: int = 0) -> Tensor:
         """sum_i log p_m(v_i | v_<i, y) under mask m, (B, D) values -> (B,) in nats (model space)."""
+        return self._log_prob_terms(values, labels, mask_index).sum(-1)
+
+    def _log_prob_terms(self, values: Tensor, labels: Tensor | None, mask_index: int = 0) -> Tensor:
+        """log p_m(v_i | v_<i, y) for every dimension i under mask m, (B, D) values -> (B, D) (model space)."""
         if self.config.num_masks > 1:
             self.made.set_mask_index(mask_index)
         params = self.made(self.network_input(values), one_hot(labels, self.num_classes, self.data_dtype))  # (B, D, P)
-        return self.output.log_prob(params, values).sum(-1)
+        return self.output.log_prob(params, values)
+
+    def log_prob_per_dimension(self, x: Tensor) -> Tensor:
+        """log p(x_i | x_<i) for every dimension, (B, *shape) in nats, summing to `log_prob(x)`: where x
+        is unusual. Defined for one mask without classes (an ensemble's or a label mixture's log p does
+        not split into per-dimension terms)."""
+        if not self.has_per_dimension_log_prob:
+            raise ConfigError("per-dimension log-probabilities need num_masks=1 and class_conditional=False; "
+                              "an ensemble's or a mixture's log p(x) does not split by dimension")
+        values = self.to_model_space(x)
+        terms = self._log_prob_terms(values, None)
+        if not self.output.discrete:
+            terms = terms - torch.log(self.data_std)
+        return terms.reshape(x.shape)
+
+    @property
+    def has_per_dimension_log_prob(self) -> bool:
+        return self.config.num_masks == 1 and self.num_classes is None
 
     def _log_prob_values(self, values: Tensor, labels: Tensor | None) -> Tensor:
         """The ensemble log (1/M) sum_m p_m(v | y), (B,)."""

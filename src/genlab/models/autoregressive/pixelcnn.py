@@ -196,6 +196,19 @@ class _PixelCNNBase(ClassConditionalMixin, GenerativeModel):
         params = self.network(values, labels)
         return self.output.log_prob(params, values).flatten(1).sum(1)
 
+    def log_prob_per_dimension(self, x: Tensor) -> Tensor:
+        """log P(x_i | x_<i) of every sub-pixel in the raster order, (B, C, H, W) in nats, summing to
+        `log_prob(x)`: where an image is unusual. Unconditional models only (a mixture over labels
+        does not split by pixel)."""
+        if not self.has_per_dimension_log_prob:
+            raise ConfigError("per-pixel log-probabilities need class_conditional=False; a mixture over labels does not split by pixel")
+        values = levels_of(x, self.spec)
+        return self.output.log_prob(self.network(values, None), values)
+
+    @property
+    def has_per_dimension_log_prob(self) -> bool:
+        return self.num_classes is None
+
     def log_prob(self, x: Tensor, cond: Tensor | None = None) -> Tensor:
         """log P(x) (or log P(x | y) for labels cond (B,)) of the stored levels, in nats: (B, C, H, W) -> (B,)."""
         values = levels_of(x, self.spec)

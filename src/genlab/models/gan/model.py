@@ -461,6 +461,56 @@ class GAN(GenerativeModel, Standardizer):
         """D(x, y), (B,) raw scores."""
         return self.discriminator(x, y, **(growth or {}))
 
+    @torch.no_grad()
+    def realness(self, x: Tensor) -> Tensor:
+        """How real the discriminator judges data-space samples x (B, *shape): its raw score D(x), (B,),
+        higher = more real; for a class-conditional D the highest over the classes, max_y D(x, y); at
+        the resolution training reached (ProGAN)."""
+        growth = self.current_growth()
+        real = self.real_at_growth(self.to_model_space(x.to(self.device)), **growth)
+        if not self.num_classes:
+            return self.discriminate(real, None, growth).float().reshape(len(x))
+        per_class = [self.discriminate(real, torch.full((len(x),), y, dtype=torch.long, device=real.device), growth)
+                     for y in range(self.num_classes)]
+        return torch.stack(per_class, 1).float().reshape(len(x), -1).amax(1)
+
+    def invert(self, x: Tensor, steps: int = 100, lr: float = 0.05, generator: torch.Generator | None = None) -> Tensor:
+        """AnoGAN's latent inversion (Schlegl et al. 2017): z* = argmin_z |to_model_space(x) - G(z)|^2 by
+        Adam from z ~ N(0, I), `steps` steps for the whole batch at once; returns G(z*) in the data's space,
+        (B, *shape) (upsampled to x's size where a progressive generator has not grown to it). A
+        class-conditional generator is inverted with the class it judges most likely, argmax_y D(x, y)."""
+        target = self.to_model_space(x.to(self.device).float())
+        labels = None
+        if self.num_classes:
+            with torch.no_grad():
+                real = self.real_at_growth(target, **self.current_growth())
+                labels = torch.stack([self.discriminate(real, torch.full((len(x),), y, dtype=torch.long, device=real.device),
+                                                        self.current_growth()).reshape(len(x)) for y in range(self.num_classes)], 1).argmax(1)
+        growth = self.current_growth()
+        z = self.latent(len(x), generator).requires_grad_(True)
+        optimizer = torch.optim.Adam([z], lr=lr)
+        frozen = [p.requires_grad for p in self.generator.parameters()]
+        self.generator.requires_grad_(False)
+        try:
+            with torch.enable_grad():
+                for _ in range(steps):  # optimisation steps over the batch, not a loop over samples
+                    made = self._full_size(self.generate(z, labels, growth), target)
+                    loss = (made - target).pow(2).flatten(1).sum(1).sum()
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+        finally:
+            for p, flag in zip(self.generator.parameters(), frozen):
+                p.requires_grad_(flag)
+        with torch.no_grad():
+            return self.from_model_space(self._full_size(self.generate(z, labels, growth), target))
+
+    @staticmethod
+    def _full_size(made: Tensor, target: Tensor) -> Tensor:
+        if made.ndim == 4 and made.shape[-2:] != target.shape[-2:]:
+            return F.interpolate(made, size=target.shape[-2:], mode="nearest")
+        return made
+
     def instance_noise_std(self, step: int) -> float:
         """sigma_t = instance_noise * max(0, 1 - step / instance_noise_steps) (constant if steps = 0)."""
         cfg = self.config

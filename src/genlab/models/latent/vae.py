@@ -440,14 +440,14 @@ class VAE(GenerativeModel):
         return torch.logsumexp(torch.cat(log_weights), dim=0) - math.log(k)  # (k, B) -> (B,)
 
     @torch.no_grad()
-    def nll_bound(self, x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        """-IWAE_k(x) with k = config.iw_samples, per sample in nats, (B,).
+    def nll_bound(self, x: Tensor, generator: torch.Generator | None = None, samples: int | None = None) -> Tensor:
+        """-IWAE_k(x) with k = samples, else config.iw_samples, per sample in nats, (B,).
 
         An estimate of an upper bound: E[-IWAE_k] >= -log p(x) (one draw may fall below it).
         For the Bernoulli decoder on non-binary data it bounds a cross-entropy, not a density.
         With dequantization, x is dequantized with one draw of u from `generator` first.
         """
-        return -self.iwae_log_likelihood(self.observe(x, generator), self.config.iw_samples, generator=generator)
+        return -self.iwae_log_likelihood(self.observe(x, generator), samples or self.config.iw_samples, generator=generator)
 
     # -- generation and inspection ---------------------------------------------------------------
     @torch.no_grad()
