@@ -30,7 +30,8 @@ Cases (genlab's seeded splits, `genlab.data.load(..., seed=0)`; "held-out" = the
 genlab's models train with their defaults unless --steps (or the case's budget for the 28x28 cases,
 --image-steps); PyOD's detectors use their own preprocessing, on flattened pixels or on standardised
 numbers with one-hot categories (fitted on the normal training rows), without the features that are
-constant on the normal data (PyOD's PCA scores every sample inf otherwise). Fit and score times are wall
+constant on the normal data (PyOD's PCA scores every sample inf otherwise); KDE and OCSVM fit on at most
+10,000 normal rows (--kernel-rows; diamonds and Fashion-MNIST have more). Fit and score times are wall
 seconds with --threads threads; the score time of the 28x28 cases is the time to score the 10,000
 test images (the issue's speed goal: under a minute on 2 cores for every non-diffusion score).
 
@@ -63,6 +64,7 @@ PYOD_METHODS = ("AutoEncoder", "VAE", "DeepSVDD", "IsolationForest", "KDE", "PCA
 # the issue's "PCA reconstruction" anchor: scikit-learn's PCA keeping 90% of the variance, scored by the
 # squared reconstruction error (PyOD's PCA at its defaults weighs every component by 1 / its variance)
 PCA_VARIANCE = 0.9
+KERNEL_METHODS = ("KDE", "OCSVM")  # fitted on at most --kernel-rows normal rows (seeded draw)
 CASE_NAMES = ("digits-loo", "digits-oneclass", "mnist-oneclass", "fashion-oneclass", "fashion-vs-mnist", "breast_cancer", "diamonds")
 CORRUPTED_SHARE = 0.05
 
@@ -243,11 +245,13 @@ def run_pca_reconstruction(fold: Fold) -> dict[str, Any]:
     return {"auroc": auroc, "ap": ap, "fit_s": fitted - start, "score_s": time.perf_counter() - fitted}
 
 
-def run_pyod(fold: Fold, name: str) -> dict[str, Any]:
+def run_pyod(fold: Fold, name: str, max_rows: int) -> dict[str, Any]:
     # features constant on the normal data (the digits' blank border pixels) dropped: PyOD's PCA divides
     # by every component's variance, and scores inf for all samples where one is zero
     varying = fold.normal_features.std(0) > 0
     normal, tested = fold.normal_features[:, varying], fold.tested_features[:, varying]
+    if name in KERNEL_METHODS and len(normal) > max_rows:  # their cost grows as the rows squared
+        normal = normal[np.random.default_rng(0).choice(len(normal), max_rows, replace=False)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         start = time.perf_counter()
@@ -296,16 +300,21 @@ def scoring_speed(root: str, n: int, quick: bool) -> dict[str, dict[str, float]]
         model = genlab.create(name, data=data).eval()
         found = detector(model, score, batch_size=500)
         found.anomaly_scores(x[:8])  # warm-up
+        # the scores of tens of network calls per sample (denoising, inversion) on a tenth, reported per image
+        part = x if found.score.cost(model) == 0 else x[: max(8, len(x) // 10)]
         start = time.perf_counter()
-        found.anomaly_scores(x)
+        found.anomaly_scores(part)
         seconds = time.perf_counter() - start
-        results[f"{name} {score}"] = {"seconds": seconds, "images_per_s": len(x) / seconds}
-        print(f"speed: {name} {score}: {len(x)} images in {seconds:.1f} s", flush=True)
+        results[f"{name} {score}"] = {"images": len(part), "seconds": seconds, "images_per_s": len(part) / seconds,
+                                      "seconds_per_10000": 10000 * seconds / len(part)}
+        print(f"speed: {name} {score}: {len(part)} images in {seconds:.1f} s", flush=True)
     from genlab.apps.anomaly import compressed_bits
 
     start = time.perf_counter()
     compressed_bits(x)
-    results["PNG length (complexity correction)"] = {"seconds": time.perf_counter() - start}
+    seconds = time.perf_counter() - start
+    results["PNG length (complexity correction)"] = {"images": len(x), "seconds": seconds, "images_per_s": len(x) / seconds,
+                                                     "seconds_per_10000": 10000 * seconds / len(x)}
     return results
 
 
@@ -319,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"for images, ae, vae and maf for tables; also {', '.join(list(GENLAB_IMAGE)[3:])} for images, made for tables)")
     parser.add_argument("--pyod", default=",".join(PYOD_METHODS), help="comma-separated PyOD detectors, or 'none'")
     parser.add_argument("--image-steps", type=int, default=1500, help="genlab training steps on the 28x28 cases (default 1500)")
+    parser.add_argument("--kernel-rows", type=int, default=10000, metavar="N",
+                        help="PyOD's KDE and OCSVM fit on at most N normal rows, a seeded draw (default 10000): their "
+                             "cost grows as the rows squared")
     parser.add_argument("--speed", type=int, default=0, metavar="N",
                         help="also time scoring N MNIST test images with every non-diffusion score (the issue asks N=10000)")
     add_run_options(parser)
@@ -340,7 +352,7 @@ def main(argv: list[str] | None = None) -> int:
         folds = CASES[case](case, args.data_root, args.quick)
         kind = folds[0].normal.spec.kind
         catalogue = GENLAB_IMAGE if kind == "image" else GENLAB_TABLE
-        chosen = args.genlab_models.split(",") if args.genlab_models else list(catalogue)[:3]
+        chosen = [m for m in args.genlab_models.split(",") if m not in ("", "none")] if args.genlab_models else list(catalogue)[:3]
         large = kind == "image" and folds[0].normal.spec.shape[-1] >= 16
         train_options: dict[str, Any] = {}
         if args.quick:
@@ -357,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
                     per_method.setdefault(f"genlab {label}", []).append(result)
                     print(f"{case} / {fold.name}: genlab {label} AUROC {result['auroc']:.3f}", flush=True)
             for name in pyod_names:
-                result = run_pyod(fold, name)
+                result = run_pyod(fold, name, args.kernel_rows)
                 per_method.setdefault(f"PyOD {name}", []).append(result)
                 print(f"{case} / {fold.name}: PyOD {name} AUROC {result['auroc']:.3f}", flush=True)
             result = run_pca_reconstruction(fold)
@@ -379,7 +391,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.speed:
         speed = scoring_speed(args.data_root, args.speed, args.quick)
         payload["speed"] = speed
-        print(format_table(["score", "seconds"], [[k, v["seconds"]] for k, v in speed.items()]))
+        print(format_table(["score", "images", "seconds", "s per 10,000"],
+                           [[k, v["images"], v["seconds"], v["seconds_per_10000"]] for k, v in speed.items()]))
     write_json(args.json, payload)
     return 0
 

@@ -224,6 +224,9 @@ def test_cli_names_images_by_file_and_refuses_what_it_cannot_do(tmp_path, capsys
     scores = pd.read_csv(out)
     assert scores["source"].tolist() == ["a/10.png", "a/2.png", "b/1.png"]  # the order the folder is read in
     assert (tmp_path / "scores-extremes.png").is_file() and (tmp_path / "scores-histogram.png").is_file()
+    np.savez(tmp_path / "arrays.npz", x=rng.random((5, 1, 8, 8)))  # an array file: its samples named by index
+    assert main(["anomaly", str(tmp_path / "run"), "--data", str(tmp_path / "arrays.npz"), "--normal", "digits", "--out", str(out)]) == 0
+    assert pd.read_csv(out)["source"].tolist() == [0, 1, 2, 3, 4]
     assert "unusual_columns" not in scores.columns
     # a run trained on resized images reads the scored folder with the same resize
     large = tmp_path / "large"

@@ -63,6 +63,11 @@ def test_stage_one_trains_the_autoencoder_then_freezes_it_and_standardises_its_l
     assert all(torch.equal(a, b) for a, b in zip(trained, model.autoencoder.parameters()))
     assert any(not torch.equal(a, b) for a, b in zip(denoiser, model.diffusion.parameters()))
     assert math.isfinite(run.history[-1]["loss"])
+    # the anomaly detector's reconstruction score reads the stage-1 VAE
+    from genlab.apps.anomaly import available_scores
+
+    assert available_scores(model) == ["reconstruction"]
+    torch.testing.assert_close(model.reconstruct(x[:5]), model.autoencoder.reconstruct(x[:5]))
 
 
 def test_the_loss_is_the_denoising_loss_on_the_standardised_latents_with_the_cells_as_labels(shop_table):

@@ -435,7 +435,7 @@ def read_samples(run_dir: str | os.PathLike, data: str | os.PathLike, model: Gen
     import pandas as pd
 
     from genlab.data.catalog import load
-    from genlab.data.images import image_names
+    from genlab.data.images import image_names, is_archive
 
     options = dict(data_options or {})
     if model.spec.kind == "table":
@@ -463,7 +463,8 @@ def read_samples(run_dir: str | os.PathLike, data: str | os.PathLike, model: Gen
     dataset = load(data, **options)
     x = dataset.tensors()[0]
     path = Path(data)
-    names = image_names(path) if dataset.spec.kind == "image" and path.exists() else [str(i) for i in range(len(x))]
+    folder = path.is_dir() or (path.is_file() and is_archive(path))  # not an .npz or an idx file of images
+    names = image_names(path) if dataset.spec.kind == "image" and folder else [str(i) for i in range(len(x))]
     if len(names) != len(x):
         names = [str(i) for i in range(len(x))]
     return x, names

@@ -118,6 +118,7 @@ def _add_class_options(p: argparse.ArgumentParser, what: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from genlab.apps.anomaly import AUTO_ORDER as anomaly_auto_order
     from genlab.apps.anomaly import BOUND_SAMPLES as anomaly_bound_samples
     from genlab.apps.anomaly import CORRECTIONS as anomaly_corrections
     from genlab.apps.anomaly import SCORES as anomaly_scores
@@ -185,8 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="the data to score: a CSV for a table run, else a dataset name or path")
     p.add_argument("--out", metavar="PATH", default="scores.csv", help="the CSV to write (default: scores.csv)")
     p.add_argument("--normal", metavar="DATA", default=None, help="normal data that sets the threshold (default: the run's validation split)")
-    p.add_argument("--score", default="auto", choices=["auto", *anomaly_scores], help="the anomaly score (default: the model's first of "
-                   + ", ".join(anomaly_scores) + ")")
+    p.add_argument("--score", default="auto", choices=["auto", *anomaly_scores],
+                   help="the anomaly score (default auto: the cheapest the model offers, in the order " + ", ".join(anomaly_auto_order) + ")")
     p.add_argument("--contamination", type=float, default=0.05, metavar="RATE", help="share of normal samples flagged (default 0.05)")
     p.add_argument("--correction", default="none", choices=anomaly_corrections,
                    help="complexity: a likelihood score in bits minus the image's PNG length (Serra et al. 2020), for "

@@ -80,6 +80,11 @@ class CTGAN(GAN):
     torch.Size([4, 7])
     """
 
+    # the packed critic judges `pac` rows together and G draws given a sampled condition vector: neither
+    # scores one row as the GAN's anomaly scores (`realness`, `invert`) need
+    realness = None
+    invert = None
+
     data_kinds = ("table",)
     train_defaults: dict[str, Any] = {"max_steps": 3000, "batch_size": 500, "lr": 2e-4, "ema_decay": 0.999}
     cpu_train_defaults: dict[str, Any] = {}

@@ -172,6 +172,12 @@ class TabularLatentDiffusion(ConditionColumns, GenerativeModel):
             rows[:, start:stop] = F.one_hot(rows[:, start:stop].argmax(1), stop - start).to(rows.dtype)
         return rows
 
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor) -> Tensor:
+        """The stage-1 VAE's reconstruction of rows x (B, D): its decoder's mean at the posterior mean
+        (`VAE.reconstruct`), what the anomaly detector's reconstruction score reads."""
+        return self.autoencoder.reconstruct(x)
+
     def pretraining(self, train: Dataset, run_steps: int) -> list[tuple[GenerativeModel, dict[str, Any]]]:
         """Stage 1: the VAE on the training rows, for autoencoder_steps or as many steps as the run
         (once: a resumed run or a second fit keeps it)."""
