@@ -170,6 +170,10 @@ def test_bad_input_fails_clearly():
         AnomalyDetector(model, background=StandardNormal(3))
     with pytest.raises(ConfigError, match="neither a run directory nor a model name"):
         detector("no-such-model-or-run")
+    with pytest.raises(ConfigError, match="unknown anomaly score 'density'"):
+        detector("ae", "density")  # before any training
+    with pytest.raises(ConfigError, match="bound_samples=0 must be a positive integer"):
+        AnomalyDetector(model, bound_samples=0)
     with pytest.raises(ConfigError, match="'ae' is not trained yet; call fit"):
         detector("ae").anomaly_scores(torch.zeros(2, 1, 8, 8))
 

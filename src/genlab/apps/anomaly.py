@@ -228,8 +228,12 @@ class AnomalyDetector:
             raise ArgumentTypeError(f"AnomalyDetector needs a trained genlab model (genlab.load(RUN)) or a model name, not {type(model).__name__}")
         if not (isinstance(contamination, (int, float)) and 0 < contamination <= 0.5):
             raise ConfigError(f"contamination={contamination!r} must be in (0, 0.5], e.g. 0.05: the share of normal samples flagged")
+        if score != "auto" and score not in SCORES:  # checked before any training
+            raise ConfigError(f"unknown anomaly score {score!r}; choose one of {', '.join(SCORES)} or auto")
         if correction not in CORRECTIONS:
             raise ConfigError(f"unknown correction {correction!r}; choose one of {', '.join(CORRECTIONS)}")
+        if bound_samples is not None and (isinstance(bound_samples, bool) or not isinstance(bound_samples, int) or bound_samples < 1):
+            raise ConfigError(f"bound_samples={bound_samples!r} must be a positive integer (the IWAE's k), or None for the model's own")
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be >= 1")
         if isinstance(background, (str, os.PathLike)):
