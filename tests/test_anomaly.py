@@ -347,6 +347,7 @@ def test_a_detector_given_a_model_name_trains_it_and_sets_the_threshold_on_held_
     assert found.model.name == "ae" and found.score.name == "reconstruction"
     val = data.split("val").tensors()[0]
     assert found.threshold_ == pytest.approx(float(torch.quantile(found.anomaly_scores(val).double(), 0.9)))
+    torch.testing.assert_close(found.normal_scores_, found.anomaly_scores(val))
     untrained = genlab.create("ae", data=data, latent_dim=4)
     assert found.anomaly_scores(val).mean() < 0.5 * detector(untrained).anomaly_scores(val).mean()  # it trained
     with pytest.raises(genlab.errors.ArgumentTypeError, match="needs the normal data as a genlab Dataset"):

@@ -246,6 +246,7 @@ class AnomalyDetector:
         self.bound_samples = bound_samples
         self.seed = seed
         self.threshold_: float | None = None
+        self.normal_scores_: Tensor | None = None
         self.model: GenerativeModel | None = None
         self.score: AnomalyScore | None = None
         if isinstance(model, GenerativeModel):
@@ -340,6 +341,7 @@ class AnomalyDetector:
                               f"needs at least {math.ceil(1 / self.contamination)}")
         if not torch.isfinite(scores).all():
             raise ConfigError("some normal samples score inf or NaN (outside the model's support); check the data's range")
+        self.normal_scores_ = scores  # kept for reports (the histogram of `genlab anomaly`)
         self.threshold_ = float(torch.quantile(scores.double(), 1 - self.contamination))
         return self
 
@@ -555,7 +557,6 @@ def score_data(run_dir: str | os.PathLike, data: str | os.PathLike, out: str | o
     x, names = read_samples(run_dir, data, model, data_options, exclude=truth)
     known = None if truth is None else read_truth(truth, data, len(x))
     found.fit(reference)
-    normal_scores = found.anomaly_scores(reference)
     kind = model.spec.kind
     explainer = _explainer(found)
     maps = None
@@ -582,7 +583,7 @@ def score_data(run_dir: str | os.PathLike, data: str | os.PathLike, out: str | o
 
         stem = out.with_suffix("")
         label = found.score.name if correction == "none" else f"{found.score.name}, {correction}-corrected"
-        drawn.append(plot_score_histogram(normal_scores, scores, found.threshold_, f"{stem}-histogram.png", score=label,
+        drawn.append(plot_score_histogram(found.normal_scores_, scores, found.threshold_, f"{stem}-histogram.png", score=label,
                                           tested_truth=known))
         if kind == "image":
             drawn.append(plot_extremes(x, scores, maps, names, f"{stem}-extremes.png", value_range=model.spec.value_range,
