@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,10 @@ def repo_script():
 
     def load(relative: str):
         path = root / relative
-        spec = importlib.util.spec_from_file_location(path.stem.replace("-", "_"), path)
+        name = f"{path.parent.name}_{path.stem}".replace("-", "_")
+        spec = importlib.util.spec_from_file_location(name, path)
         module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # dataclasses look their module up there
         spec.loader.exec_module(module)
         return module
 

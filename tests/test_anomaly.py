@@ -13,6 +13,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import genlab
+from genlab.apps import anomaly
 from genlab.apps.anomaly import DENOISING_STEPS, DENOISING_STRENGTHS, SCORES, AnomalyDetector, available_scores, compressed_bits, detector
 from genlab.data.dataset import DataSpec
 from genlab.errors import ConfigError
@@ -372,17 +373,27 @@ def test_a_vae_scored_by_its_bound_names_columns_by_reconstruction_and_tables_re
     assert "measures images' PNG lengths" in capsys.readouterr().err
 
 
-def test_gan_latent_inversion_reconstructs_the_generators_own_images_and_not_noise():
+def test_gan_latent_inversion_reconstructs_the_generators_own_images_and_not_noise(monkeypatch):
+    monkeypatch.setattr(anomaly, "INVERSION_ENCODER_STEPS", 300)
     data = genlab.data.load("digits")
     torch.manual_seed(0)
     gan = genlab.create("dcgan", data=data).eval()
     weights = {k: v.clone() for k, v in gan.state_dict().items()}
-    made = gan.sample(20, generator=torch.Generator().manual_seed(1))  # in G's range: z* exists
+    normal = gan.sample(500, generator=torch.Generator().manual_seed(1))  # in G's range: z* exists
+    made = gan.sample(20, generator=torch.Generator().manual_seed(4))
     noise = torch.rand(20, 1, 8, 8, generator=torch.Generator().manual_seed(2))
-    found = detector(gan, "inversion", seed=3)
-    maps = found.score_map(torch.cat([made, noise]))
-    torch.testing.assert_close(found.anomaly_scores(torch.cat([made, noise])), maps.flatten(1).mean(1))
-    residual = maps.flatten(1).mean(1)
-    assert residual[:20].max() < 1e-3 < 1e-2 < residual[20:].min()
-    assert all(torch.equal(v, gan.state_dict()[k]) for k, v in weights.items())  # only z was fitted
+    tested = torch.cat([made, noise])
+    with pytest.raises(ConfigError, match=r"encoder is trained on normal data: call fit"):
+        detector(gan, "inversion").anomaly_scores(tested)
+    with torch.no_grad():  # what a random z misses by: the residual of an unfitted inversion
+        unfitted = (gan.sample(20, generator=torch.Generator().manual_seed(9)) - made).pow(2).flatten(1).mean(1).median()
+    encoded = detector(gan, "inversion", seed=3).fit(normal)  # f-AnoGAN: z* = E(x)
+    refined = detector(gan, "inversion", seed=3, inversion_steps=100).fit(normal)  # AnoGAN's Adam steps from E(x)
+    for found in (encoded, refined):
+        maps = found.score_map(tested)
+        torch.testing.assert_close(found.anomaly_scores(tested), maps.flatten(1).mean(1))
+    residual, closer = encoded.anomaly_scores(tested), refined.anomaly_scores(tested)
+    assert residual[:20].mean() < unfitted / 2 and residual[:20].max() < 1e-3 < 1e-2 < residual[20:].min()
+    assert closer[:20].max() < 1e-4 and closer[:20].mean() < residual[:20].mean() / 5
+    assert all(torch.equal(v, gan.state_dict()[k]) for k, v in weights.items())  # only E and z were fitted
     assert all(p.requires_grad for p in gan.generator.parameters())

@@ -20,8 +20,10 @@ of `SCORES` (higher means more anomalous, as PyOD's `decision_function`):
                     Graham et al. 2023), with its per-dimension map;
     discriminator   -D(x), a GAN discriminator's raw score negated (the highest over the classes
                     for a conditional one);
-    inversion       (1 / D) sum_i (x_i - G(z*)_i)^2, z* = argmin_z |x - G(z)|^2 fitted by Adam
-                    (AnoGAN's residual, Schlegl et al. 2017), with its per-dimension map.
+    inversion       (1 / D) sum_i (x_i - G(z*)_i)^2, z* = E(x) from an encoder E trained at `fit` on
+                    the normal data to minimise |x - G(E(x))|^2 with G frozen (f-AnoGAN's izi
+                    residual, Schlegl et al. 2019), optionally refined by Adam steps on
+                    |x - G(z)|^2 (AnoGAN, Schlegl et al. 2017), with its per-dimension map.
 
 Two corrections for likelihoods (nll, bound, ode), which famously rank simple out-of-distribution
 images above the training data (Nalisnick et al. 2019):
@@ -74,7 +76,7 @@ AUTO_ORDER = ("nll", "bound", "reconstruction", "denoising", "ode", "discriminat
 DENOISING_STRENGTHS = (0.1, 0.2, 0.3, 0.4, 0.5)
 DENOISING_STEPS = 20
 BOUND_SAMPLES = 8  # the IWAE's k for the bound score (README: no gain in AUROC from 8 to 64, 8x the time)
-INVERSION_STEPS = 100  # Adam steps of a GAN's latent inversion (Schlegl et al. 2017 take 500 for one image)
+INVERSION_ENCODER_STEPS = 1000  # Adam steps training f-AnoGAN's encoder at `fit`, minibatches of 64
 CORRECTIONS = ("none", "complexity")
 
 
@@ -89,7 +91,9 @@ class AnomalyScore:
     map of where x is unusual (offered for the models `has_map(model)` accepts).
     likelihood: in nats of -log p(x) or a bound on it, so that the corrections apply;
     cost(model): network evaluations per sample, roughly: 0 a few, 1 tens, 2 hundreds or more;
-    "auto" takes the cheapest."""
+    "auto" takes the cheapest. prepare(model, normal (N, *shape), generator, **detector_options) ->
+    keyword options of per_sample and per_dimension: what the score learns from the normal data at
+    the detector's `fit` (f-AnoGAN's encoder), None where it learns nothing."""
 
     name: str
     formula: str
@@ -99,12 +103,13 @@ class AnomalyScore:
     has_map: Callable[[GenerativeModel], bool] = lambda model: True
     likelihood: bool = False
     cost: Callable[[GenerativeModel], int] = lambda model: 0
+    prepare: Callable[..., dict[str, Any]] | None = None
 
-    def __call__(self, model: GenerativeModel, x: Tensor, generator: torch.Generator) -> Tensor:
+    def __call__(self, model: GenerativeModel, x: Tensor, generator: torch.Generator, **options: Any) -> Tensor:
         """The per-sample scores (B,)."""
         if self.per_sample is not None:
-            return self.per_sample(model, x, generator)
-        return self.per_dimension(model, x, generator).flatten(1).mean(1)
+            return self.per_sample(model, x, generator, **options)
+        return self.per_dimension(model, x, generator, **options).flatten(1).mean(1)
 
     def offers_map(self, model: GenerativeModel) -> bool:
         return self.per_dimension is not None and self.has_map(model)
@@ -140,9 +145,18 @@ def _denoising_error(model: GenerativeModel, x: Tensor, generator: torch.Generat
     return torch.stack(errors).mean(0)
 
 
-def _inversion_error(model: GenerativeModel, x: Tensor, generator: torch.Generator) -> Tensor:
-    """(x - G(z*))^2 per dimension, z* the GAN's latent inversion of x, (B, *shape)."""
-    return (x.float() - model.invert(x, steps=INVERSION_STEPS, generator=generator).float()) ** 2
+def _fit_inversion_encoder(model: GenerativeModel, normal: Tensor, generator: torch.Generator, *,
+                           inversion_steps: int = 0, **unused: Any) -> dict[str, Any]:
+    return {"encoder": model.fit_inverse_encoder(normal, steps=INVERSION_ENCODER_STEPS, generator=generator),
+            "steps": inversion_steps}
+
+
+def _inversion_error(model: GenerativeModel, x: Tensor, generator: torch.Generator, encoder: torch.nn.Module | None = None,
+                     steps: int = 0) -> Tensor:
+    """(x - G(z*))^2 per dimension, z* = E(x) refined by `steps` Adam steps, (B, *shape)."""
+    if encoder is None:
+        raise ConfigError("the inversion score's encoder is trained on normal data: call fit(normal_samples) first")
+    return (x.float() - model.invert(x, steps=steps, generator=generator, encoder=encoder).float()) ** 2
 
 
 SCORES: dict[str, AnomalyScore] = {
@@ -163,8 +177,10 @@ SCORES: dict[str, AnomalyScore] = {
                      per_dimension=_denoising_error, cost=lambda m: 1),
         AnomalyScore("discriminator", "-D(x), the GAN discriminator's raw score negated",
                      lambda m: callable(getattr(m, "realness", None)), lambda m, x, g: -m.realness(x)),
-        AnomalyScore("inversion", f"(1/D) |x - G(z*)|^2, z* fitted to x by {INVERSION_STEPS} Adam steps (AnoGAN's residual)",
-                     lambda m: callable(getattr(m, "invert", None)), per_dimension=_inversion_error, cost=lambda m: 1),
+        AnomalyScore("inversion", "(1/D) |x - G(E(x))|^2, E an encoder fitted to invert G on the normal data "
+                     "(f-AnoGAN's residual; AnoGAN's with Adam steps refining E(x))",
+                     lambda m: callable(getattr(m, "fit_inverse_encoder", None)), per_dimension=_inversion_error,
+                     prepare=_fit_inversion_encoder),
     )
 }
 
@@ -210,6 +226,8 @@ class AnomalyDetector:
     background: a model (or run directory) of background data whose score is subtracted from the
         model's: the likelihood ratio of Ren et al. 2019 (likelihood scores only).
     bound_samples: the IWAE's k for the VAE family's bound (None: the model's own `iw_samples`).
+    inversion_steps: Adam steps refining a GAN's inversion z = E(x) (0: f-AnoGAN's E(x) alone; the
+        encoder E is trained by `fit` on the normal samples given to it, or on the train split).
     batch_size: samples scored per pass; seed: the seed of every random draw a score makes (the
         IWAE's latents, the ODE's probes, the denoising noise), so scores are the same from call to call.
     model_options, train_options: for a model given by name, `genlab.create`'s and `genlab.fit`'s options.
@@ -217,8 +235,8 @@ class AnomalyDetector:
 
     def __init__(self, model: GenerativeModel | str, score: str = "auto", *, contamination: float = DEFAULT_CONTAMINATION,
                  correction: str = "none", background: GenerativeModel | str | os.PathLike | None = None,
-                 bound_samples: int | None = BOUND_SAMPLES, batch_size: int = 256, seed: int = 0, model_options: dict[str, Any] | None = None,
-                 train_options: dict[str, Any] | None = None) -> None:
+                 bound_samples: int | None = BOUND_SAMPLES, inversion_steps: int = 0, batch_size: int = 256, seed: int = 0,
+                 model_options: dict[str, Any] | None = None, train_options: dict[str, Any] | None = None) -> None:
         if isinstance(model, str):
             registry.get(model)  # an unknown name fails here, with the list of names
             self._untrained: tuple[str, dict[str, Any], dict[str, Any]] | None = (model, dict(model_options or {}), dict(train_options or {}))
@@ -234,6 +252,8 @@ class AnomalyDetector:
             raise ConfigError(f"unknown correction {correction!r}; choose one of {', '.join(CORRECTIONS)}")
         if bound_samples is not None and (isinstance(bound_samples, bool) or not isinstance(bound_samples, int) or bound_samples < 1):
             raise ConfigError(f"bound_samples={bound_samples!r} must be a positive integer (the IWAE's k), or None for the model's own")
+        if isinstance(inversion_steps, bool) or not isinstance(inversion_steps, int) or inversion_steps < 0:
+            raise ConfigError(f"inversion_steps={inversion_steps!r} must be an integer >= 0 (Adam steps refining E(x); 0: none)")
         if batch_size < 1:
             raise ConfigError(f"batch_size={batch_size} must be >= 1")
         if isinstance(background, (str, os.PathLike)):
@@ -244,7 +264,9 @@ class AnomalyDetector:
         self.background = None if background is None else background.eval()
         self.batch_size = batch_size
         self.bound_samples = bound_samples
+        self.inversion_steps = inversion_steps
         self.seed = seed
+        self.score_options_: dict[str, Any] = {}  # what the score learned at fit (`AnomalyScore.prepare`)
         self.threshold_: float | None = None
         self.normal_scores_: Tensor | None = None
         self.model: GenerativeModel | None = None
@@ -309,16 +331,17 @@ class AnomalyDetector:
             raise ConfigError(f"the {self.score.name!r} score of '{self.model.name}' has no per-dimension map; "
                               f"{', '.join(with_maps)} have one (nll for MADE and PixelCNN)")
         x = self._samples(x)
-        maps = self._batched(self.model, self.score.per_dimension, x)
+        maps = self._batched(self.model, functools.partial(self.score.per_dimension, **self.score_options_), x)
         if self.background is not None and self.score.offers_map(self.background):
             maps = maps - self._batched(self.background, self.score.per_dimension, x)
         return maps
 
     def _per_sample(self, model: GenerativeModel) -> Score:
-        """The score's per-sample function, with the detector's IWAE k where the model's bound takes one."""
+        """The score's per-sample function, with the detector's IWAE k where the model's bound takes one
+        and what the score learned at fit."""
         if self.score.name == "bound" and self.bound_samples and "samples" in inspect.signature(model.nll_bound).parameters:
             return functools.partial(_bound, samples=self.bound_samples)
-        return self.score
+        return functools.partial(self.score, **self.score_options_) if self.score_options_ else self.score
 
     @torch.no_grad()
     def _batched(self, model: GenerativeModel, fn: Score, x: Tensor) -> Tensor:
@@ -329,12 +352,20 @@ class AnomalyDetector:
         return torch.cat(parts) if parts else torch.zeros(0)
 
     # -- scikit-learn's interface -------------------------------------------------------------------
-    def fit(self, normal: Tensor | Dataset) -> "AnomalyDetector":
+    def fit(self, normal: Tensor | Dataset, learn_from: Tensor | Dataset | None = None) -> "AnomalyDetector":
         """Set the threshold from normal samples: the (1 - contamination) quantile of their scores.
         A detector built from a model name first trains the model on `normal`'s train split (a
-        Dataset) and sets the threshold on its validation split."""
+        Dataset) and sets the threshold on its validation split. A score that learns from normal data
+        (`AnomalyScore.prepare`: the inversion's encoder) learns from the train split there, else
+        from `learn_from` (other normal samples than the threshold's, e.g. a run's train split) or
+        `normal`."""
         if self._untrained is not None:
-            normal = self._train(normal)
+            learn_from, normal = self._train(normal)
+        learn_from = normal if learn_from is None else learn_from
+        if self.score.prepare is not None:
+            generator = torch.Generator(device=self.model.device).manual_seed(self.seed)
+            self.score_options_ = self.score.prepare(self.model, self._samples(learn_from), generator,
+                                                     inversion_steps=self.inversion_steps)
         scores = self.anomaly_scores(normal)
         if len(scores) < math.ceil(1 / self.contamination):
             raise ConfigError(f"fit got {len(scores)} normal samples; a threshold at contamination {self.contamination} "
@@ -345,8 +376,8 @@ class AnomalyDetector:
         self.threshold_ = float(torch.quantile(scores.double(), 1 - self.contamination))
         return self
 
-    def _train(self, normal: Tensor | Dataset) -> Dataset:
-        """Train the named model on normal's train split; return the held-out normal samples."""
+    def _train(self, normal: Tensor | Dataset) -> tuple[Dataset, Dataset]:
+        """Train the named model on normal's train split; return it and the held-out normal samples."""
         from genlab.train.engine import fit
 
         name, model_options, train_options = self._untrained
@@ -360,7 +391,7 @@ class AnomalyDetector:
         fit(model, normal.split("train"), **{"progress": False, "sample_every": 0, **train_options})
         self._untrained = None
         self._use(model)
-        return normal.split("val")
+        return normal.split("train"), normal.split("val")
 
     @property
     def offset_(self) -> float:
@@ -526,14 +557,15 @@ def read_truth(truth: str | os.PathLike, data: str | os.PathLike, n: int) -> Ten
 def score_data(run_dir: str | os.PathLike, data: str | os.PathLike, out: str | os.PathLike, *,
                normal: str | os.PathLike | None = None, score: str = "auto", contamination: float = DEFAULT_CONTAMINATION,
                correction: str = "none", background: str | os.PathLike | None = None, truth: str | os.PathLike | None = None,
-               pictures: bool = True, bound_samples: int | None = BOUND_SAMPLES, data_options: dict[str, Any] | None = None, device: str | None = None,
-               seed: int = 0) -> ScoredData:
+               pictures: bool = True, bound_samples: int | None = BOUND_SAMPLES, inversion_steps: int = 0,
+               data_options: dict[str, Any] | None = None, device: str | None = None, seed: int = 0) -> ScoredData:
     """Score every sample of `data` with the run's model and write a CSV, one row per sample in its
     order: index, source (row number or file name), score (higher = more anomalous), anomaly (0/1)
     and, for a table, unusual_columns: the three columns of largest per-dimension score, or of
     reconstruction error where the score has no map and the model reconstructs. The
     threshold comes from `normal` (read as `data` is), or else from the run's own held-out
-    validation split. `truth` (a column of the scored CSV, or a CSV of 0/1 per sample) adds the
+    validation split (a score that learns from normal data, the inversion's encoder, learns from
+    `normal` or the run's train split). `truth` (a column of the scored CSV, or a CSV of 0/1 per sample) adds the
     AUROC and average precision. Pictures beside the CSV (OUT-histogram.png, OUT-extremes.png for
     images, OUT-roc.png with the truth) unless pictures=False."""
     import pandas as pd
@@ -544,7 +576,8 @@ def score_data(run_dir: str | os.PathLike, data: str | os.PathLike, out: str | o
     model = registry.load(run_dir, device=device)
     found = AnomalyDetector(model, score, contamination=contamination, correction=correction,
                             background=None if background is None else registry.load(background, device=device),
-                            bound_samples=bound_samples, seed=seed)
+                            bound_samples=bound_samples, inversion_steps=inversion_steps, seed=seed)
+    learn_from = None
     if normal is not None:
         reference = read_samples(run_dir, normal, model, data_options)[0]
     else:
@@ -554,9 +587,10 @@ def score_data(run_dir: str | os.PathLike, data: str | os.PathLike, out: str | o
         if "val" not in own.split_names:
             raise ConfigError("the run's data has no validation split to set the threshold on; pass --normal NORMAL_DATA")
         reference = own.split("val")
+        learn_from = own.split("train") if found.score.prepare is not None else None
     x, names = read_samples(run_dir, data, model, data_options, exclude=truth)
     known = None if truth is None else read_truth(truth, data, len(x))
-    found.fit(reference)
+    found.fit(reference, learn_from)
     kind = model.spec.kind
     explainer = _explainer(found)
     maps = None

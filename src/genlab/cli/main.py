@@ -199,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "average precision and the ROC curve")
     p.add_argument("--bound-samples", type=int, default=anomaly_bound_samples, metavar="K",
                    help=f"the IWAE's k for a VAE's bound score (default {anomaly_bound_samples})")
+    p.add_argument("--inversion-steps", type=int, default=0, metavar="N",
+                   help="Adam steps refining a GAN's inversion z = E(x) for the inversion score (default 0: f-AnoGAN's "
+                        "encoder alone; AnoGAN took hundreds)")
     p.add_argument("--no-pictures", action="store_true", help="skip the pictures beside --out (score histograms, the most and "
                    "least anomalous images with their score maps, the ROC curve)")
     p.add_argument("--seed", type=int, default=0, help="seed of the scores' random draws (the IWAE's latents, the ODE's probes, the noise)")
@@ -415,7 +418,7 @@ def cmd_anomaly(args: argparse.Namespace) -> None:
 
     result = score_data(args.run, args.data, args.out, normal=args.normal, score=args.score, contamination=args.contamination,
                         correction=args.correction, background=args.background, truth=args.truth, pictures=not args.no_pictures,
-                        bound_samples=args.bound_samples,
+                        bound_samples=args.bound_samples, inversion_steps=args.inversion_steps,
                         data_options=_data_options(args), device=args.device, seed=args.seed)
     say(f"wrote {result.out}: {result.n} samples scored by {result.score}, {result.flagged} above the threshold {result.threshold:.4g}")
     if result.auroc is not None:

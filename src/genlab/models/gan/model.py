@@ -41,7 +41,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from genlab.config import Config
 from genlab.data.dataset import Batch, DataSpec
@@ -65,7 +65,7 @@ from genlab.models.gan.nets import (
     apply_spectral_norm,
     auto_network_kind,
 )
-from genlab.nn.builders import is_large_image
+from genlab.nn.builders import build_encoder, is_large_image
 from genlab.nn.distributions import sample_standard_normal
 from genlab.nn.frozen import frozen
 from genlab.nn.presets import SIZE_PRESETS, size_config
@@ -474,34 +474,69 @@ class GAN(GenerativeModel, Standardizer):
                      for y in range(self.num_classes)]
         return torch.stack(per_class, 1).float().reshape(len(x), -1).amax(1)
 
-    def invert(self, x: Tensor, steps: int = 100, lr: float = 0.05, generator: torch.Generator | None = None) -> Tensor:
+    @torch.no_grad()
+    def _inversion_labels(self, target: Tensor) -> Tensor | None:
+        """The class a conditional D judges most likely for model-space images, argmax_y D(x, y), (B,);
+        None for an unconditional GAN."""
+        if not self.num_classes:
+            return None
+        growth = self.current_growth()
+        real = self.real_at_growth(target, **growth)
+        return torch.stack([self.discriminate(real, torch.full((len(target),), y, dtype=torch.long, device=real.device),
+                                              growth).reshape(len(target)) for y in range(self.num_classes)], 1).argmax(1)
+
+    def fit_inverse_encoder(self, x: Tensor, steps: int = 1000, batch_size: int = 64, lr: float = 1e-3,
+                            generator: torch.Generator | None = None) -> nn.Module:
+        """f-AnoGAN's izi encoder (Schlegl et al. 2019): E: x -> z, trained on data-space samples x
+        (N, *shape) with G frozen to minimise (1 / D) |x - G(E(x))|^2 by Adam, `steps` minibatches of
+        `batch_size` drawn with `generator`. Returns E, a network (B, *shape) in model space -> (B,
+        latent_dim), for `invert(..., encoder=E)`; G's weights are untouched. A conv net for images
+        (two stride-2 levels, no residual blocks), an MLP for vectors."""
+        target_all = self.to_model_space(x.float().to(self.device))
+        labels_all = self._inversion_labels(target_all)
+        growth = self.current_growth()
+        encoder = build_encoder(self.spec, self.latent_dim, channels=(32, 64), blocks_per_level=0).to(self.device)
+        optimizer = torch.optim.Adam(encoder.parameters(), lr=lr)
+        device = self.device if generator is None else generator.device
+        encoder.train()
+        with frozen(self.generator), torch.enable_grad():
+            for _ in range(steps):
+                rows = torch.randint(len(target_all), (min(batch_size, len(target_all)),), generator=generator, device=device)
+                rows = rows.to(target_all.device)
+                target = target_all[rows]
+                labels = None if labels_all is None else labels_all[rows]
+                made = self._full_size(self.generate(encoder(target), labels, growth), target)
+                loss = (made - target).pow(2).mean()
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+        return encoder.eval().requires_grad_(False)
+
+    def invert(self, x: Tensor, steps: int = 100, lr: float = 0.05, generator: torch.Generator | None = None,
+               encoder: nn.Module | None = None) -> Tensor:
         """AnoGAN's latent inversion (Schlegl et al. 2017): z* = argmin_z |to_model_space(x) - G(z)|^2 by
-        Adam from z ~ N(0, I), `steps` steps for the whole batch at once; returns G(z*) in the data's space,
+        Adam from z ~ N(0, I), or from z = E(x) given an encoder (`fit_inverse_encoder`; f-AnoGAN with
+        steps=0), `steps` steps for the whole batch at once; returns G(z*) in the data's space,
         (B, *shape) (upsampled to x's size where a progressive generator has not grown to it). A
         class-conditional generator is inverted with the class it judges most likely, argmax_y D(x, y)."""
         target = self.to_model_space(x.to(self.device).float())
-        labels = None
-        if self.num_classes:
-            with torch.no_grad():
-                real = self.real_at_growth(target, **self.current_growth())
-                labels = torch.stack([self.discriminate(real, torch.full((len(x),), y, dtype=torch.long, device=real.device),
-                                                        self.current_growth()).reshape(len(x)) for y in range(self.num_classes)], 1).argmax(1)
+        labels = self._inversion_labels(target)
         growth = self.current_growth()
-        z = self.latent(len(x), generator).requires_grad_(True)
-        optimizer = torch.optim.Adam([z], lr=lr)
-        frozen = [p.requires_grad for p in self.generator.parameters()]
-        self.generator.requires_grad_(False)
-        try:
-            with torch.enable_grad():
+        if encoder is None:
+            z = self.latent(len(x), generator)
+        else:
+            with torch.no_grad():
+                z = encoder(target).reshape(len(x), self.latent_dim)
+        if steps:
+            z = z.detach().requires_grad_(True)
+            optimizer = torch.optim.Adam([z], lr=lr)
+            with frozen(self.generator), torch.enable_grad():
                 for _ in range(steps):  # optimisation steps over the batch, not a loop over samples
                     made = self._full_size(self.generate(z, labels, growth), target)
                     loss = (made - target).pow(2).flatten(1).sum(1).sum()
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     optimizer.step()
-        finally:
-            for p, flag in zip(self.generator.parameters(), frozen):
-                p.requires_grad_(flag)
         with torch.no_grad():
             return self.from_model_space(self._full_size(self.generate(z, labels, growth), target))
 

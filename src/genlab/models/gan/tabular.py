@@ -84,6 +84,7 @@ class CTGAN(GAN):
     # scores one row as the GAN's anomaly scores (`realness`, `invert`) need
     realness = None
     invert = None
+    fit_inverse_encoder = None
 
     data_kinds = ("table",)
     train_defaults: dict[str, Any] = {"max_steps": 3000, "batch_size": 500, "lr": 2e-4, "ema_decay": 0.999}
