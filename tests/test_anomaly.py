@@ -397,3 +397,32 @@ def test_gan_latent_inversion_reconstructs_the_generators_own_images_and_not_noi
     assert closer[:20].max() < 1e-4 and closer[:20].mean() < residual[:20].mean() / 5
     assert all(torch.equal(v, gan.state_dict()[k]) for k, v in weights.items())  # only E and z were fitted
     assert all(p.requires_grad for p in gan.generator.parameters())
+
+
+def test_cli_inversion_learns_its_encoder_on_the_runs_train_split_and_thresholds_on_val(tmp_path, monkeypatch, capsys):
+    from genlab.cli.main import main
+    from genlab.models.gan.model import GAN
+
+    monkeypatch.setattr(anomaly, "INVERSION_ENCODER_STEPS", 5)
+    seen = {}
+    original = GAN.fit_inverse_encoder
+
+    def spy(self, x, *args, **kwargs):
+        seen["rows"] = len(x)
+        return original(self, x, *args, **kwargs)
+
+    monkeypatch.setattr(GAN, "fit_inverse_encoder", spy)
+    tiny = ["--no-progress", "--no-tensorboard", "--sample-every", "0", "--num-samples", "4", "--max-steps", "2"]
+    assert main(["train", "dcgan", "--data", "digits", "--out", str(tmp_path / "run"), *tiny]) == 0
+    out = tmp_path / "scores.csv"
+    capsys.readouterr()
+    assert main(["anomaly", str(tmp_path / "run"), "--data", "digits", "--score", "inversion", "--inversion-steps", "2",
+                 "--no-pictures", "--out", str(out)]) == 0
+    digits = genlab.data.load("digits")
+    assert seen["rows"] == len(digits.split("train"))
+    assert "scored by inversion" in capsys.readouterr().out
+    scores = pd.read_csv(out)
+    assert len(scores) == len(digits) and np.isfinite(scores["score"]).all()
+    assert main(["anomaly", str(tmp_path / "run"), "--data", "digits", "--score", "inversion", "--inversion-steps", "-1",
+                 "--out", str(out)]) == 2
+    assert "inversion_steps=-1 must be an integer >= 0" in capsys.readouterr().err

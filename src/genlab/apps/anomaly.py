@@ -596,7 +596,7 @@ def score_data(run_dir: str | os.PathLike, data: str | os.PathLike, out: str | o
     maps = None
     if explainer is not None and (kind == "table" or (kind == "image" and pictures)):
         maps = found.score_map(x) if explainer is found else explainer.score_map(x)
-    plain = explainer is found and found.score.per_sample is None and correction == "none" and background is None
+    plain = maps is not None and explainer is found and found.score.per_sample is None and correction == "none" and background is None
     scores = maps.flatten(1).mean(1) if plain else found.anomaly_scores(x)  # a map is scored once
     flagged = (scores > found.threshold_).long()
     frame = pd.DataFrame({"index": range(len(x)), "source": names, "score": scores.double().numpy(), "anomaly": flagged.numpy()})
