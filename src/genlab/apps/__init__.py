@@ -1,9 +1,11 @@
 """Uses of trained models. `sampling`: what `genlab sample` does (chosen classes, a diffusion run's
 sampler, steps and guidance, pictures, tensors and CSV rows). `editing`: inpainting and SDEdit
 regeneration with any diffusion model. `latent`: latent-space tools for every encoder model
-(interpolation, attribute arithmetic, latent maps, rate against distortion)."""
+(interpolation, attribute arithmetic, latent maps, rate against distortion). `features`: a dataset's
+codes for other tasks (`genlab encode`)."""
 
 from genlab.apps.editing import edit_image_file, inpaint, read_image, read_mask, regenerate, save_edit_grid, strength_to_time
+from genlab.apps.features import Codes, encode, write_codes
 from genlab.apps.latent import (
     LatentMap,
     RatePoint,
@@ -23,6 +25,7 @@ from genlab.apps.latent import (
 from genlab.apps.sampling import Samples, draw_samples, resolve_classes, sample_run, sampling_options, write_samples
 
 __all__ = [
+    "Codes",
     "LatentMap",
     "RatePoint",
     "Samples",
@@ -31,6 +34,7 @@ __all__ = [
     "decode_latent",
     "draw_samples",
     "edit_image_file",
+    "encode",
     "encode_latent",
     "inpaint",
     "interpolate",
@@ -48,6 +52,7 @@ __all__ = [
     "slerp",
     "strength_to_time",
     "transfer_attribute",
+    "write_codes",
     "write_latent_tools",
     "write_samples",
 ]

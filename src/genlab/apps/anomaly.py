@@ -59,16 +59,16 @@ import torch
 from torch import Tensor
 
 from genlab import registry
+from genlab.apps.reading import read_samples
 from genlab.data.dataset import Dataset
-from genlab.errors import ArgumentTypeError, ConfigError, DataError
+from genlab.errors import ArgumentTypeError, ConfigError
 from genlab.models.base import GenerativeModel
 from genlab.models.diffusion.model import DiffusionModel
 
 __all__ = ["CORRECTIONS", "SCORES", "AnomalyDetector", "AnomalyScore", "ScoredData", "available_scores", "compressed_bits",
-           "detector", "read_samples", "score_data"]
+           "detector", "score_data"]
 
 DEFAULT_CONTAMINATION = 0.05
-IMAGE_READING = ("resize", "crop", "grayscale")  # the image options `genlab anomaly` takes from the run
 # "auto" takes the cheapest score a model offers (`AnomalyScore.cost`), the first in this order among equals
 AUTO_ORDER = ("nll", "bound", "reconstruction", "denoising", "ode", "discriminator", "inversion")
 # the noise strengths (SDEdit's: the share of the way to pure noise) the denoising score averages over, and
@@ -462,51 +462,6 @@ class ScoredData:
     average_precision: float | None = None
 
 
-def read_samples(run_dir: str | os.PathLike, data: str | os.PathLike, model: GenerativeModel,
-                 data_options: dict[str, Any] | None = None, exclude: str | os.PathLike | None = None) -> tuple[Tensor, list[str]]:
-    """The samples of `data` in their own order, as the run's model reads them, and a name for each:
-    for a table run, a CSV encoded by the run's encoder (names: row numbers from 1); otherwise
-    `genlab.data.load(data, **data_options)`, an image run's resize, crop and grayscale options
-    where data_options do not set them (names: paths inside an image folder or archive, else
-    indices from 0). `exclude`: a column of a scored CSV left out (the known anomalies)."""
-    import pandas as pd
-
-    from genlab.data.catalog import load
-    from genlab.data.images import image_names, is_archive
-
-    options = dict(data_options or {})
-    if model.spec.kind == "table":
-        from genlab.train.run import read_table_encoder
-
-        path = Path(data)
-        if path.is_file():
-            sep = options.pop("sep", None) or ("\t" if path.suffix.lower() == ".tsv" else ",")
-            try:
-                frame = pd.read_csv(path, sep=sep)
-            except (ValueError, OSError) as err:
-                raise DataError(f"cannot read '{path}' as a CSV table: {err}") from None
-            frame = frame.drop(columns=[str(exclude)], errors="ignore") if exclude is not None else frame
-        else:
-            frame = load(data, **options).frame  # a named table, e.g. breast_cancer
-            if frame is None:
-                raise ConfigError(f"--data {data}: a table run scores the rows of a table (a CSV, or a named table)")
-        x = read_table_encoder(run_dir).encode(frame)
-        return x, [str(i + 1) for i in range(len(frame))]
-    if model.spec.kind == "image":  # read as the run's images were: its resize, crop and grey levels
-        from genlab.train.run import read_run_config, run_data_source
-
-        trained = run_data_source(read_run_config(run_dir))
-        options = {k: trained[k] for k in IMAGE_READING if k in trained} | options
-    dataset = load(data, **options)
-    x = dataset.tensors()[0]
-    path = Path(data)
-    folder = path.is_dir() or (path.is_file() and is_archive(path))  # not an .npz or an idx file of images
-    names = image_names(path) if dataset.spec.kind == "image" and folder else [str(i) for i in range(len(x))]
-    if len(names) != len(x):
-        names = [str(i) for i in range(len(x))]
-    return x, names
-
-
 def _table_columns(model: GenerativeModel, maps: Tensor, top: int = 3) -> list[str]:
     """Each row's `top` columns of largest summed per-dimension score (a table's encoded blocks)."""
     names = model.spec.table_columns
@@ -579,7 +534,7 @@ def score_data(run_dir: str | os.PathLike, data: str | os.PathLike, out: str | o
                             bound_samples=bound_samples, inversion_steps=inversion_steps, seed=seed)
     learn_from = None
     if normal is not None:
-        reference = read_samples(run_dir, normal, model, data_options)[0]
+        reference = read_samples(run_dir, normal, model, data_options).x
     else:
         from genlab.data.catalog import load
 
@@ -588,7 +543,8 @@ def score_data(run_dir: str | os.PathLike, data: str | os.PathLike, out: str | o
             raise ConfigError("the run's data has no validation split to set the threshold on; pass --normal NORMAL_DATA")
         reference = own.split("val")
         learn_from = own.split("train") if found.score.prepare is not None else None
-    x, names = read_samples(run_dir, data, model, data_options, exclude=truth)
+    read = read_samples(run_dir, data, model, data_options, exclude=truth)
+    x, names = read.x, read.names
     known = None if truth is None else read_truth(truth, data, len(x))
     found.fit(reference, learn_from)
     kind = model.spec.kind

@@ -208,6 +208,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: where the run loads)")
     _add_data_options(p)
 
+    p = sub.add_parser(
+        "encode", help="write the codes an encoder run gives each sample of a dataset",
+        description="Encode every sample of DATA with RUN's encoder (vae, ae, dae, wae, aae, vq-vae, dvae; read as the run "
+                    "reads its data) and write --out, a NumPy .npz: codes (N, *latent shape), names, and where there are "
+                    "some labels, class_names, split (train/val/test) and, for vq-vae and dvae, indices (the code grid).",
+    )  # fmt: skip
+    p.add_argument("run", help="run directory of an encoder model")
+    p.add_argument("--data", required=True, help="the data to encode: a dataset name or path (a CSV for a table run)")
+    p.add_argument("--out", metavar="PATH", default="latents.npz", help="the .npz to write (default: latents.npz)")
+    p.add_argument("--label-column", metavar="COLUMN", default=None, help="a table's column stored as the labels")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: where the run loads)")
+    _add_data_options(p)
+
     p = sub.add_parser("sample", help="draw samples from a trained run",
                        description="Sample from RUN and write a grid or plot, the tensor (.npy, .pt) or, for a table, its rows (.csv).")
     p.add_argument("run", help="run directory")
@@ -413,6 +426,16 @@ def cmd_balance(args: argparse.Namespace) -> None:
     say(f"wrote {result.out} ({result.format}): {sum(result.before.values())} samples and {result.added} generated{via}")
 
 
+def cmd_encode(args: argparse.Namespace) -> None:
+    from genlab.apps.features import encode, write_codes
+
+    codes = encode(args.run, args.data, data_options=_data_options(args), label_column=args.label_column, device=args.device)
+    out = write_codes(codes, args.out)
+    extra = ", ".join(name for name, value in (("indices", codes.indices), ("labels", codes.labels), ("split", codes.split))
+                      if value is not None)
+    say(f"wrote {out}: codes {tuple(codes.codes.shape)} of {codes.model}" + (f", with {extra}" if extra else ""))
+
+
 def cmd_anomaly(args: argparse.Namespace) -> None:
     from genlab.apps.anomaly import score_data
 
@@ -506,7 +529,7 @@ def cmd_latent(args: argparse.Namespace) -> None:
         print(f"{tool:<19} " + ", ".join(str(p) for p in paths))
 
 
-COMMANDS = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "balance": cmd_balance, "anomaly": cmd_anomaly, "eval": cmd_eval, "info": cmd_info, "inpaint": cmd_inpaint,
+COMMANDS = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "balance": cmd_balance, "anomaly": cmd_anomaly, "encode": cmd_encode, "eval": cmd_eval, "info": cmd_info, "inpaint": cmd_inpaint,
             "latent": cmd_latent}
 
 

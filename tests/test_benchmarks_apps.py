@@ -1,5 +1,6 @@
-"""benchmarks/anomaly.py: the corrupted rows of its tabular case, the one-class folds, and a --quick
-run of a GAN's two scores against the PCA anchor (PyOD's detectors are benchmark-only and skipped)."""
+"""benchmarks/anomaly.py and benchmarks/features.py: the corrupted rows of the anomaly tabular case, the
+one-class folds, a --quick run of a GAN's two scores against the PCA anchor (PyOD's detectors are
+benchmark-only and skipped), and a --quick linear probe."""
 
 from __future__ import annotations
 
@@ -38,3 +39,13 @@ def test_one_class_folds_and_a_quick_run(tmp_path, repo_script, monkeypatch):
     for method in case.values():
         assert len(method["folds"]) == 2 and all(0.0 <= f["auroc"] <= 1.0 for f in method["folds"])
     assert case["sklearn PCA reconstruction (90%)"]["auroc"] > 0.95  # one digit against nine: PCA's anchor saturates
+
+
+def test_features_benchmark_quick_run(tmp_path, repo_script):
+    script = repo_script("benchmarks/features.py")
+    out = tmp_path / "f.json"
+    assert script.main(["--quick", "--models", "ae", "--threads", "1", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    assert set(rows) == {"raw pixels", "ae codes", "PCA, 8 components"}
+    assert rows["ae codes"]["dims"] == rows["PCA, 8 components"]["dims"] == 8 and rows["raw pixels"]["dims"] == 64
+    assert rows["raw pixels"]["accuracy"] > 0.9  # a linear classifier on the 8x8 digits' pixels
