@@ -4,6 +4,7 @@ classifier file, is untrusted input). Every layer that keeps weights uses these 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -14,9 +15,12 @@ from genlab.errors import RunError
 from genlab.files import atomic_path
 
 
-def save_weights(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None) -> None:
-    """Write a module's state dict as safetensors. Tied tensors are stored once per name (cloned)."""
-    state = {k: v.detach().contiguous().clone() if _shares_storage(v) else v.detach().contiguous() for k, v in module.state_dict().items()}
+def save_weights(module: nn.Module, path: str | Path, metadata: dict[str, str] | None = None,
+                 state: Mapping[str, torch.Tensor] | None = None) -> None:
+    """Write a module's state dict (or `state`, e.g. with adapters merged) as safetensors. Tied
+    tensors are stored once per name (cloned)."""
+    state = module.state_dict() if state is None else state
+    state = {k: v.detach().contiguous().clone() if _shares_storage(v) else v.detach().contiguous() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata=metadata)
 

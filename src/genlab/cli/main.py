@@ -364,6 +364,10 @@ def cmd_train(args: argparse.Namespace) -> None:
             data = genlab.data.load(args.data, **_data_options(args))
     else:
         data = genlab.data.load(args.data or "digits", **_data_options(args))
+        if args.train_init is not None:  # fine-tuning: the run's architecture, changed only by --set
+            from genlab.train.finetune import init_model_fields
+
+            fields = {**init_model_fields(args.train_init, args.model), **fields}
     out = Path(args.out) if args.out else _default_out(args.model, args.data or "digits")
     # the initial weights come from torch's global generator: seed it, so that --seed fixes the whole run
     torch.manual_seed(parse_value(_train_options(args).get("seed", 0), int, "TrainConfig.seed"))

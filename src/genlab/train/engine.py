@@ -10,6 +10,7 @@ import contextlib
 import dataclasses
 import json
 import math
+import os
 import time
 import warnings
 from pathlib import Path
@@ -25,11 +26,13 @@ from genlab.data.dataset import Batch, Dataset
 from genlab.errors import ArgumentTypeError, ConfigError, DataError, GenlabError, RunError, RunNotFoundError, TrainingError, TrainingWarning
 from genlab.files import atomic_write, remove_stale_temporaries
 from genlab.models.base import GenerativeModel, Loss, StepContext
+from genlab.nn.lora import add_lora, merge_lora_, plain_state_dict
 from genlab.nn.presets import saved_config_values
 from genlab.train import distributed
 from genlab.train.checkpoint import load_state, save_torch, save_weights, save_yaml
 from genlab.train.config import TrainConfig
 from genlab.train.distributed import DistInfo
+from genlab.train.finetune import freeze, load_initial_weights
 from genlab.train.run import RunPaths, read_metrics, read_run_config, write_table_encoder
 
 POINTS_SHOWN = 2000  # samples drawn for the pictures of 2-D data (image grids use cfg.num_samples)
@@ -43,6 +46,10 @@ FIXED_ON_RESUME = {
     "seed": "the seed fixes the data order and the random streams the checkpoint continues",
     "weight_decay": "each optimizer parameter group keeps the weight decay it was built with",
     "ema_decay": "switching the EMA on or off would leave ema.safetensors out of step with the model",
+    "init": "a resumed run continues from its own checkpoint, not from the run it started from",
+    "freeze": "the optimizer's state covers the parameters that were trainable",
+    "lora_rank": "the checkpoint holds adapters of the run's rank",
+    "lora_alpha": "the adapters were trained at the run's scale",
 }
 
 
@@ -172,9 +179,15 @@ class _Engine:
         self.channels_last = cfg.channels_last and self.device.type == "cuda" and model.spec.kind == "image"
         model.to(self.device)
         if not resume:
+            if cfg.init is not None:  # before the data-dependent set-up, which keeps what the run's buffers record as done
+                load_initial_weights(model, cfg.init)
             self._pretrain()
             # a generator of its own, so the training RNG stream is the same with or without it
             model.initialize_from_data(self.train_set, torch.Generator().manual_seed(cfg.seed))
+        if cfg.freeze:
+            freeze(model, cfg.freeze)
+        if cfg.lora_rank:
+            add_lora(model, cfg.lora_rank, cfg.lora_alpha or None)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.optimizers = model.configure_optimizers(cfg.lr, cfg.weight_decay)
@@ -457,6 +470,10 @@ class _Engine:
         self.step_module = self.model
         distributed.shutdown(self.dist)
         ema_model = self.ema.module if self.ema is not None else None
+        if cfg.lora_rank:  # the models returned are the plain ones the run saved
+            for trained in (self.model, ema_model):
+                if trained is not None:
+                    merge_lora_(trained).requires_grad_(True)
         if ema_model is not None:
             ema_model.eval()
         return Run(self.model, ema_model, self.step, self.history, cfg, self.out)
@@ -579,9 +596,10 @@ class _Engine:
         if self.config_pending:
             self._write_config()
             self.config_pending = False
-        save_weights(self.model, self.paths.weights, meta)
+        # adapters merged: the weights files hold the plain model, which genlab.load reads (state.pt keeps them apart)
+        save_weights(self.model, self.paths.weights, meta, state=plain_state_dict(self.model))
         if self.ema is not None:
-            save_weights(self.ema.module, self.paths.ema_weights, meta)
+            save_weights(self.ema.module, self.paths.ema_weights, meta, state=plain_state_dict(self.ema.module))
         save_torch(state, self.paths.state)  # written last: it marks the checkpoint complete
         self.last_checkpoint = (self.step, self.paths.state)
 
@@ -712,6 +730,8 @@ def fit(
     if resume and out is not None and RunPaths(Path(out)).config.is_file():
         saved = read_run_config(out)["train"]  # a resumed run keeps its options unless told otherwise
         _check_resume_options(saved, options)
+    if isinstance(options.get("init"), os.PathLike):
+        options["init"] = str(options["init"])
     cfg = TrainConfig.from_dict({**model.training_defaults(), **saved, **options})
     engine = _Engine(model, data, cfg, None if out is None else Path(out), resume)
     return engine.run()
