@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 import genlab
-from genlab.apps.editing import inpaint, read_image, read_mask, regenerate, strength_to_time
+from genlab.apps.editing import inpaint, read_image, read_mask, regenerate, seam_energy, soft_keep_mask, step_to_strength, strength_to_time
 from genlab.cli.main import main
 from genlab.data import DataSpec
 from genlab.errors import ConfigError, DataError
@@ -294,3 +294,58 @@ def test_cli_inpaint_reports_a_bad_mask_path_in_one_line(digits_run, tmp_path, c
     err = capsys.readouterr().err
     assert code == 2
     assert err.count("\n") == 1 and "missing.png" in err and "does not exist" in err
+
+
+def test_soft_mask_is_one_far_away_zero_on_the_region_and_smooth_between():
+    spec = DataSpec("img", kind="image", shape=(1, 16, 16), value_range=(0.0, 1.0))
+    keep = torch.ones(1, 1, 16, 16, dtype=torch.bool)
+    keep[..., 6:10, 6:10] = False
+    soft = soft_keep_mask(keep, 1.0, spec)
+    assert soft.shape == keep.shape and float(soft[~keep].max()) == 0.0  # the region is regenerated whole
+    assert float(soft[..., 0, 0]) == 1.0 and float(soft[..., 6, 4]) > 0.9  # 2 px out: almost the input
+    assert 0.0 < float(soft[..., 6, 5]) < 1.0  # the border's neighbour: blended
+    row = soft[0, 0, 8, :6]  # moving away from the region, the weight of the input only grows
+    assert bool((row[:-1] >= row[1:]).all())
+    assert torch.equal(soft_keep_mask(keep, 0.0, spec), keep.float())
+    with pytest.raises(ConfigError, match="mask_blur softens an image mask's edge"):
+        soft_keep_mask(torch.ones(1, 2, dtype=torch.bool), 1.0, VECTOR)
+
+
+def test_seam_energy_of_a_step_and_of_the_same_step_spread():
+    keep = torch.ones(1, 1, 12, 12, dtype=torch.bool)
+    keep[..., :, 6:] = False
+    step = torch.zeros(1, 1, 12, 12)
+    step[..., 6:] = 1.0
+    ramp = torch.zeros(1, 1, 12, 12)
+    ramp[..., 4:8] = torch.tensor([0.25, 0.5, 0.75, 1.0])
+    ramp[..., 8:] = 1.0
+    band = 2 * 3  # columns 3..8 are within 3 px of the border (between columns 5 and 6); the last row and column are dropped
+    torch.testing.assert_close(seam_energy(step, keep), torch.tensor([1.0 / band]))  # one jump of 1 per row
+    torch.testing.assert_close(seam_energy(ramp, keep), torch.tensor([4 * 0.25**2 / band]))  # d^2 / k with k = 4
+    assert float(seam_energy(torch.full((1, 1, 12, 12), 0.3), keep)) == 0.0
+
+
+def test_a_blurred_mask_keeps_far_pixels_and_from_step_starts_at_the_grid_step(digits_run, tmp_path, capsys):
+    model = genlab.load(digits_run)
+    x = genlab.data.load("digits").tensors()[0][:4]
+    keep = torch.ones(1, 1, 8, 8, dtype=torch.bool)
+    keep[..., 5:7, 5:7] = False
+    soft = soft_keep_mask(keep, 0.7, model.spec)
+    y = inpaint(model, x, keep, mask_blur=0.7, generator=torch.Generator().manual_seed(0))
+    far = (soft == 1).expand_as(x)
+    assert far.any() and torch.equal(y[far], x[far])
+    edge = ((soft > 0) & (soft < 1)).expand_as(x)
+    assert edge.any() and not torch.equal(y[edge], x[edge])  # blended with generated values
+    assert step_to_strength(model, 100) == 100 / model.schedule.discrete_steps
+    with pytest.raises(ConfigError, match=r"--from-step 0 must be a step in 1\.\."):
+        step_to_strength(model, 0)
+    _write_png(tmp_path / "digit.png", np.tile(np.linspace(0, 255, 8), (8, 1)))
+    mask = np.zeros((8, 8))
+    mask[2:6, 2:6] = 255
+    _write_png(tmp_path / "mask.png", mask)
+    common = ["inpaint", str(digits_run), "--image", str(tmp_path / "digit.png"), "--mask", str(tmp_path / "mask.png"),
+              "-n", "2", "--steps", "3", "--out", str(tmp_path / "o.png")]
+    assert main([*common, "--from-step", "30", "--mask-blur", "1"]) == 0
+    capsys.readouterr()
+    assert main([*common, "--from-step", "30", "--strength", "0.2"]) == 2
+    assert "give --strength or --from-step, not both" in capsys.readouterr().err

@@ -19,6 +19,13 @@ regenerate (SDEdit, Meng et al. 2022, alg. 1): noise the input to t_0 = `strengt
 x_{t_0} = q_sample(x, t_0), and sample back to the data. A small strength keeps the input's layout and
 changes its details; strength 1 draws a fresh sample. With a mask, only the masked-out region changes.
 
+`mask_blur` = s > 0 (images) softens the mask's edge so that a regenerated region blends in: the
+region to generate h = 1 - m becomes h_s = max(h, min(1, 2 G_s * h)), G_s a Gaussian of s pixels,
+which is 1 on the region and its border and falls smoothly to 0 over about 2 s pixels outside it;
+the known part is then blended, x_s <- (1 - h_s) q_sample(x_0, s) + h_s x_s after every step and
+(1 - h_s) x + h_s x_hat at the end, so the input is kept exactly only where h_s = 0. `seam_energy`
+measures what the blur is for: the mean squared gradient of an image in a band around the border.
+
 Inputs and outputs are in the data's space (images in their value range, e.g. [0, 1]); the model works
 in its normalised space (`model.normalize`). A mask passed to these functions holds 1 (True) for a known
 value to keep and 0 for one to generate; it may have any shape that broadcasts to x's (B, *shape), e.g.
@@ -39,7 +46,7 @@ from torch import Tensor
 
 from genlab.apps.sampling import class_labels, resolve_classes, sampling_options
 from genlab.data.dataset import DataSpec
-from genlab.data.transforms import quantize
+from genlab.data.transforms import gaussian_blur, quantize
 from genlab.errors import ConfigError, DataError
 from genlab.models.diffusion.latent import LatentDiffusionModel
 from genlab.models.diffusion.model import DiffusionModel
@@ -47,7 +54,8 @@ from genlab.models.diffusion.samplers import SAMPLERS
 from genlab.models.diffusion.schedules import EDMSchedule, NoiseSchedule
 from genlab.nn.distributions import sample_standard_normal
 
-__all__ = ["inpaint", "regenerate", "strength_to_time", "read_image", "read_mask", "save_edit_grid", "edit_image_file"]
+__all__ = ["inpaint", "regenerate", "strength_to_time", "read_image", "read_mask", "save_edit_grid", "edit_image_file",
+           "soft_keep_mask", "seam_energy", "step_to_strength"]
 
 # steps of a full trajectory when neither the caller nor the model's config gives them (DDIM's default);
 # used where a number must be known in advance: SDEdit's share of them and RePaint's resampling grid
@@ -73,6 +81,7 @@ def inpaint(
     resample: int = 1,
     cond: Tensor | None = None,
     guidance_scale: float | None = None,
+    mask_blur: float = 0.0,
 ) -> Tensor:
     """Generate the region where mask = 0, consistent with the known values where mask = 1, by the
     replacement method (Song et al. 2021, appendix I.2; RePaint, Lugmayr et al. 2022, alg. 1).
@@ -88,8 +97,10 @@ def inpaint(
     data's space; mask: 1 (True) = known, 0 = generate, any shape broadcasting to x's, e.g. (1, 1, H, W)
     or (B, D); sampler, steps: as for `model.sample` (default: the model's config); cond: labels (B,) of a
     class-conditional model, guidance_scale: its classifier-free guidance w (default: the config's);
-    every random draw uses `generator`.
-    Returns (B, *shape) on x's device, in x's dtype: the known values exactly x's, the generated ones
+    every random draw uses `generator`; mask_blur: the Gaussian's sigma in pixels softening the mask's
+    edge (images; 0: a hard edge; module docstring).
+    Returns (B, *shape) on x's device, in x's dtype: the known values exactly x's (with mask_blur, those
+    farther than the soft edge), the generated ones
     clamped to the data's range and quantized like `model.sample`. A mask of all ones returns a copy of x.
 
     >>> from genlab.data import DataSpec
@@ -109,7 +120,7 @@ def inpaint(
     if bool(keep.all()):
         return x.clone()
     return _edit(model, x, keep, t_start=None, steps=steps, sampler=sampler, generator=generator, cond=cond, resample=resample,
-                 guidance_scale=guidance_scale)
+                 guidance_scale=guidance_scale, mask_blur=mask_blur)
 
 
 def regenerate(
@@ -123,6 +134,7 @@ def regenerate(
     mask: Tensor | None = None,
     cond: Tensor | None = None,
     guidance_scale: float | None = None,
+    mask_blur: float = 0.0,
 ) -> Tensor:
     """SDEdit (Meng et al. 2022, alg. 1): noise x to t_0 = `strength_to_time(model.schedule, strength)` by
     x_{t_0} = alpha(t_0) x_0 + sigma(t_0) eps, then sample back to the data with the model's sampler.
@@ -134,7 +146,7 @@ def regenerate(
     diffusers' img2img), and at most the grid steps below t_0 for DDPM schedules; strength 1 samples
     exactly as `model.sample(B, steps=steps)` does. With `mask` (1 = keep,
     0 = regenerate, as for `inpaint`), only the masked-out region changes: the known region is re-imposed,
-    noised to each new time, after every step, and returned exactly.
+    noised to each new time, after every step, and returned exactly (mask_blur > 0: softly, as `inpaint`).
 
     x: (B, *model.spec.shape) in the data's space; cond: labels (B,) of a class-conditional model,
     guidance_scale: its classifier-free guidance w (default: the config's).
@@ -164,7 +176,7 @@ def regenerate(
     else:
         steps = _partial_steps(model, steps, strength, t_start)
     return _edit(model, x, keep, t_start=t_start, steps=steps, sampler=sampler, generator=generator, cond=cond,
-                 guidance_scale=guidance_scale)
+                 guidance_scale=guidance_scale, mask_blur=mask_blur)
 
 
 def strength_to_time(schedule: NoiseSchedule, strength: float) -> float:
@@ -223,10 +235,13 @@ def _edit(
     cond: Tensor | None,
     resample: int = 1,
     guidance_scale: float | None = None,
+    mask_blur: float = 0.0,
 ) -> Tensor:
     """Sample from t_start (None: from the prior at t_max) with the known region re-imposed after every
-    step; returned in the data's space with the known values exactly x's. x: (B, *shape)."""
+    step; returned in the data's space with the known values exactly x's (softly blended within a
+    blurred mask's edge). x: (B, *shape)."""
     schedule = model.schedule
+    weight: Tensor | None = None if keep is None else (soft_keep_mask(keep, mask_blur, model.spec) if mask_blur else keep)
     dtype = next(model.parameters()).dtype
     x0 = model.normalize(x.to(device=model.device, dtype=dtype))  # (B, *shape) in the model's space
     if t_start is None:
@@ -236,8 +251,8 @@ def _edit(
         start_time = torch.tensor(t_start, dtype=torch.float64)
         x_start = schedule.q_sample(x0, start_time, generator=generator)
     after_step = None
-    if keep is not None:
-        after_step = _reimpose_known(schedule, x0, keep.to(x0.device), generator)
+    if weight is not None:
+        after_step = _reimpose_known(schedule, x0, weight.to(x0.device), generator)
         if t_start is None:
             x_start = after_step(x_start, start_time)
     if resample > 1:
@@ -251,17 +266,24 @@ def _edit(
             guidance_scale=guidance_scale,
         ).x
     out = model.to_data_space(result).to(device=x.device, dtype=x.dtype)
-    return out if keep is None else torch.where(keep, x, out)
+    if weight is None:
+        return out
+    if weight.dtype != torch.bool:  # a soft edge: blended, and exactly x where the weight is 1
+        weight = weight.to(device=x.device, dtype=x.dtype)
+        return torch.where(weight == 1, x, torch.lerp(out, x, weight))
+    return torch.where(weight, x, out)
 
 
 def _reimpose_known(
     schedule: NoiseSchedule, x0: Tensor, keep: Tensor, generator: torch.Generator | None
 ) -> Callable[[Tensor, Tensor], Tensor]:
     """after_step(x_t, t) = m q_sample(x_0, t) + (1 - m) x_t: the known region noised to t, with fresh noise
-    at every call as in RePaint (Lugmayr et al. 2022, alg. 1); x0: (B, ...) normalised; keep: bool, broadcasting."""
+    at every call as in RePaint (Lugmayr et al. 2022, alg. 1); x0: (B, ...) normalised; keep: bool, or
+    weights m in [0, 1] of a soft mask, broadcasting."""
 
     def after_step(x_t: Tensor, t: Tensor) -> Tensor:
-        return torch.where(keep, schedule.q_sample(x0, t, generator=generator), x_t)
+        known = schedule.q_sample(x0, t, generator=generator)
+        return torch.where(keep, known, x_t) if keep.dtype == torch.bool else torch.lerp(x_t, known, keep.to(x_t.dtype))
 
     return after_step
 
@@ -302,6 +324,48 @@ def _resampled(
                 noise = sample_standard_normal(x.shape, generator=generator, device=x.device, dtype=x.dtype)
                 x = float(scale) * x + math.sqrt(float(variance)) * noise
     return x
+
+
+def soft_keep_mask(keep: Tensor, blur: float, spec: DataSpec) -> Tensor:
+    """A keep-mask (bool, broadcasting to (B, C, H, W)) with a soft edge: 1 - h_s, h_s = max(h, min(1, 2 G_blur * h))
+    for the region to generate h = 1 - keep (module docstring): 0 on the region and its border pixels,
+    rising smoothly to 1 over about 2 blur pixels outside it. Float, keep's shape."""
+    if spec.kind != "image" or len(spec.shape) != 3:
+        raise ConfigError(f"mask_blur softens an image mask's edge; {spec.name!r} is {spec.kind} data of shape "
+                          f"{tuple(spec.shape)}: use mask_blur=0")
+    if not (isinstance(blur, (int, float)) and math.isfinite(blur) and blur >= 0):
+        raise ConfigError(f"mask_blur={blur!r} must be a number of pixels >= 0 (0: a hard edge; e.g. 1.5)")
+    hole = (~keep).float()
+    soft = torch.maximum(hole, (2.0 * gaussian_blur(hole, float(blur))).clamp(max=1.0))
+    return 1.0 - soft
+
+
+def seam_energy(x: Tensor, keep: Tensor, width: int = 3) -> Tensor:
+    """How visible the border of an edited region is: the mean squared finite-difference gradient
+    |x(i+1, j) - x(i, j)|^2 + |x(i, j+1) - x(i, j)|^2 over the pixels within `width` pixels of the
+    border between keep (True) and the generated region, per image, (B,). A step of height d at the
+    border adds d^2; spread over k pixels by a blurred mask it adds d^2 / k.
+    x: (B, C, H, W); keep: bool broadcasting to it."""
+    keep = torch.as_tensor(keep, device=x.device).expand_as(x)
+    hole = (~keep).float()
+    # pixels within `width` of the border: max-pooling dilates either region, their overlap is the band
+    pool = lambda m: torch.nn.functional.max_pool2d(m, 2 * width + 1, stride=1, padding=width)  # noqa: E731
+    band = (pool(hole) * pool(1.0 - hole))[..., :-1, :-1]
+    dy = (x[..., 1:, :-1] - x[..., :-1, :-1]) ** 2
+    dx = (x[..., :-1, 1:] - x[..., :-1, :-1]) ** 2
+    return ((dx + dy) * band).flatten(1).sum(1) / band.flatten(1).sum(1).clamp_min(1.0)
+
+
+def step_to_strength(model: DiffusionModel, step: int) -> float:
+    """The SDEdit strength that starts at diffusion step `step` of a DDPM grid of T steps (t = step / T):
+    step / T. For `--from-step`; continuous schedules take a strength."""
+    steps = model.schedule.discrete_steps
+    if steps is None:
+        raise ConfigError(f"--from-step counts the steps of a discrete (DDPM) schedule; {model.name!r} has the continuous "
+                          f"{model.schedule.name!r} schedule: pass --strength in (0, 1] instead")
+    if isinstance(step, bool) or not isinstance(step, int) or not 1 <= step <= steps:
+        raise ConfigError(f"--from-step {step!r} must be a step in 1..{steps} of the model's {steps}-step schedule")
+    return step / steps
 
 
 # ================================================================================================
@@ -486,6 +550,8 @@ def edit_image_file(
     seed: int = 0,
     classes: str | int | Sequence[int] | None = None,
     guidance_scale: float | None = None,
+    mask_blur: float = 0.0,
+    from_step: int | None = None,
 ) -> Path:
     """What `genlab inpaint` does: read `image` (and `mask`: white = regenerate) into the model's shape, make
     n variations and write the grid input | mask | results to `out` (PNG); returns its path.
@@ -495,7 +561,9 @@ def edit_image_file(
     image at strength (default 0.5). Every draw comes from torch.Generator().manual_seed(seed).
     classes (class-conditional models, see `genlab.apps.sampling.resolve_classes`): n variations of each
     chosen class, one grid row per class when there are several; guidance_scale: classifier-free
-    guidance towards them; sampler "auto" (or None): the model's own."""
+    guidance towards them; sampler "auto" (or None): the model's own; mask_blur: the mask's soft edge
+    in pixels (`inpaint`); from_step: start at that step of a DDPM grid instead of a strength
+    (`step_to_strength`)."""
     _check_model(model, "inpainting")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ConfigError(f"n={n!r} must be a positive integer (the number of variations)")
@@ -506,9 +574,15 @@ def edit_image_file(
     keep = None if mask is None else read_mask(mask, model.spec)
     batch = x.expand(n if cond is None else len(cond), *x.shape[1:])
     generator = torch.Generator().manual_seed(seed)
+    if from_step is not None:
+        if strength is not None:
+            raise ConfigError("give --strength or --from-step, not both: a step is a strength of step / T")
+        strength = step_to_strength(model, from_step)
+    if keep is None and mask_blur:
+        raise ConfigError("--mask-blur softens the edge of --mask; give a mask, or leave --mask-blur out")
     if keep is not None and (strength is None or _check_strength(strength) == 1.0):
-        results = inpaint(model, batch, keep, generator=generator, cond=cond, **options)
+        results = inpaint(model, batch, keep, generator=generator, cond=cond, mask_blur=mask_blur, **options)
     else:
         strength = 0.5 if strength is None else strength
-        results = regenerate(model, batch, strength=strength, generator=generator, mask=keep, cond=cond, **options)
+        results = regenerate(model, batch, strength=strength, generator=generator, mask=keep, cond=cond, mask_blur=mask_blur, **options)
     return save_edit_grid(out, x, results, model.spec, mask=keep, per_row=n if chosen is not None and len(chosen) > 1 else None)

@@ -267,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", metavar="FILE", default=None, help="PNG or JPEG: white = region to regenerate, black = keep")
     p.add_argument("--strength", type=float, default=None,
                    help="SDEdit strength in [0, 1], how much changes (default: 0.5 without --mask; with --mask, 1: inpaint from noise)")
+    p.add_argument("--from-step", type=int, default=None, metavar="K",
+                   help="start the regeneration at step K of a DDPM run's T steps (strength K / T; only the --mask region changes)")
+    p.add_argument("--mask-blur", type=float, default=0.0, metavar="PIXELS",
+                   help="soften the mask's edge over about 2 x PIXELS outside the region, so it blends in (default 0: a hard edge)")
     p.add_argument("--steps", type=int, default=None, help="steps of a full sampling trajectory (default: the model's)")
     p.add_argument("--sampler", default=None, choices=sampler_choices, metavar="NAME",
                    help=f"the sampler, one of {', '.join(sampler_choices)} (default: auto, the model's own)")
@@ -507,7 +511,7 @@ def cmd_inpaint(args: argparse.Namespace) -> None:
     out = edit_image_file(
         model, args.image, mask=args.mask, strength=args.strength, n=args.n, steps=args.steps,
         sampler=args.sampler, seed=args.seed, out=Path(args.out) if args.out else Path(args.run) / "inpaint.png",
-        classes=args.classes, guidance_scale=args.guidance_scale,
+        classes=args.classes, guidance_scale=args.guidance_scale, mask_blur=args.mask_blur, from_step=args.from_step,
     )  # fmt: skip
     each = f" of each class ({args.classes})" if args.classes is not None else ""
     print(f"wrote {args.image}, {'its mask, ' if args.mask else ''}{args.n} result{'s' if args.n != 1 else ''}{each} side by side to {out}")
