@@ -174,7 +174,7 @@ def regenerate(
     if t_start >= schedule.t_max:  # a fresh sample: start from the prior, as `model.sample` does
         t_start = None
     else:
-        steps = _partial_steps(model, steps, strength, t_start)
+        steps = partial_steps(model, steps, strength, t_start)
     return _edit(model, x, keep, t_start=t_start, steps=steps, sampler=sampler, generator=generator, cond=cond,
                  guidance_scale=guidance_scale, mask_blur=mask_blur)
 
@@ -211,7 +211,7 @@ def strength_to_time(schedule: NoiseSchedule, strength: float) -> float:
     return t
 
 
-def _partial_steps(model: DiffusionModel, steps: int | None, strength: float, t_start: float) -> int:
+def partial_steps(model: DiffusionModel, steps: int | None, strength: float, t_start: float) -> int:
     """SDEdit's steps: ceil(strength * the full trajectory's steps), at most the DDPM grid steps below t_start."""
     full = steps or model.config.sample_steps or DEFAULT_STEPS
     if isinstance(full, bool) or not isinstance(full, int) or full < 1:

@@ -268,12 +268,18 @@ def sample_run(
     ema: bool = True,
     device: str | None = None,
     where: dict[str, Any] | None = None,
+    then: str | Path | None = None,
+    at: float | None = None,
 ) -> tuple[Path, Samples]:
     """What `genlab sample` does: load the run (`genlab.load`), `draw_samples` and `write_samples` to
     `out` (default RUN/sample.png); a .csv `out` takes the run's table encoder
-    (`genlab.train.read_table_encoder`) and is refused, before sampling, for runs not on a table."""
+    (`genlab.train.read_table_encoder`) and is refused, before sampling, for runs not on a table.
+    then, at: a second diffusion run that finishes the reverse process from the share `at` of the
+    way (`genlab.apps.handoff`)."""
     from genlab.train.run import load_model, read_table_encoder
 
+    if (then is None) != (at is None):
+        raise ConfigError("--at needs --then (the run that takes over) and --then needs --at (where, in (0, 1))")
     model = load_model(run_dir, ema=ema, device=device)
     out = Path(out) if out is not None else Path(run_dir) / "sample.png"
     encoder = None
@@ -283,10 +289,32 @@ def sample_run(
         encoder = read_table_encoder(run_dir)
     if out.suffix.lower() not in WRITTEN_SUFFIXES:
         raise ConfigError(f"'{out}': genlab writes samples as {', '.join(WRITTEN_SUFFIXES)}; not {out.suffix or 'a file without suffix'!r}")
-    samples = draw_samples(model, n, classes=classes, sampler=sampler, steps=steps, guidance_scale=guidance_scale, seed=seed,
-                           where=where, encoder=encoder)
+    if then is not None:
+        samples = _hand_off_samples(model, load_model(then, ema=ema, device=device), at, n, classes=classes, sampler=sampler,
+                                    steps=steps, guidance_scale=guidance_scale, seed=seed)
+    else:
+        samples = draw_samples(model, n, classes=classes, sampler=sampler, steps=steps, guidance_scale=guidance_scale, seed=seed,
+                               where=where, encoder=encoder)
     bad = int((~torch.isfinite(samples.x.reshape(len(samples.x), -1))).any(1).sum())
     if bad:
         raise RunError(f"{bad} of {len(samples.x)} samples of run '{run_dir}' are not finite (NaN or infinite), so nothing was written; "
                        "its weights have diverged: resume it from an earlier checkpoint with a smaller --lr, or retrain")  # fmt: skip
     return write_samples(samples, model.spec, out, encoder=encoder), samples
+
+
+def _hand_off_samples(first: GenerativeModel, second: GenerativeModel, at: float, n: int | None, *, classes, sampler, steps,
+                      guidance_scale, seed: int) -> Samples:
+    """`draw_samples` for a hand-off: the same classes, options and seed, `hand_off` in place of one model's sample."""
+    from genlab.apps.handoff import check_hand_off, hand_off
+
+    check_hand_off(first, second, at)
+    chosen = resolve_classes(first, classes)
+    options = sampling_options(first, sampler=sampler, steps=steps, guidance_scale=guidance_scale, classes=chosen)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(f"n={n!r} must be a positive number of samples")
+    per_row = (n or DEFAULT_PER_CLASS) if chosen is not None and len(chosen) > 1 else None
+    labels = None if chosen is None else class_labels(chosen, per_row or n or DEFAULT_SAMPLES)
+    count = len(labels) if labels is not None else n or DEFAULT_SAMPLES
+    x = hand_off(first, second, count, at=at, cond=labels, generator=torch.Generator().manual_seed(seed), **options)
+    return Samples(x.float().cpu(), labels, per_row)
+

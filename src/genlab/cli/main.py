@@ -233,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default=None, choices=sampler_choices, metavar="NAME",
                    help=f"diffusion runs: the sampler, one of {', '.join(sampler_choices)} (default: auto, the model's own)")
     p.add_argument("--steps", type=int, default=None, help="diffusion runs: sampler steps (default: the model's)")
+    p.add_argument("--then", metavar="RUN_B", default=None,
+                   help="diffusion runs: a second run on the same data that finishes the reverse process from --at")
+    p.add_argument("--at", type=float, default=None, metavar="SHARE",
+                   help="with --then: the share of the way from data to noise where RUN_B takes over, in (0, 1), e.g. 0.5")
     p.add_argument("--where", action="append", default=[], metavar="COLUMN=VALUE",
                    help="table runs: draw rows from p(row | COLUMN = VALUE), by conditioning, not rejection (repeatable): "
                         "the columns a tabular run conditions on (condition_on), or the label column of a class-conditional run")
@@ -398,12 +402,13 @@ def cmd_sample(args: argparse.Namespace) -> None:
     out, samples = sample_run(
         args.run, args.out, n=args.n, classes=args.classes, sampler=args.sampler, steps=args.steps,
         guidance_scale=args.guidance_scale, seed=args.seed, ema=not args.no_ema, device=args.device,
-        where=parse_where(args.where),
+        where=parse_where(args.where), then=args.then, at=args.at,
     )  # fmt: skip
     chosen = [] if samples.labels is None else list(dict.fromkeys(samples.labels.tolist()))
     classes = f" of class{'es' if len(chosen) > 1 else ''} {','.join(map(str, chosen))}" if chosen else ""
     given = f" where {', '.join(args.where)}" if args.where else ""
-    print(f"wrote {len(samples.x)} samples{classes}{given} of shape {tuple(samples.x.shape[1:])} to {out}")
+    handed = f" ({args.run} then {args.then} from {args.at:g} of the way)" if args.then else ""
+    print(f"wrote {len(samples.x)} samples{classes}{given}{handed} of shape {tuple(samples.x.shape[1:])} to {out}")
 
 
 def _balance_models() -> list[str]:
