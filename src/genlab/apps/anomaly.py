@@ -133,7 +133,8 @@ def _bound(model: GenerativeModel, x: Tensor, generator: torch.Generator, **opti
 
 
 def _is_data_space_diffusion(model: GenerativeModel) -> bool:
-    return isinstance(model, DiffusionModel) and model.diffusion_spec is model.spec
+    """A diffusion model of p(x) in the data's own space (not a latent one, not SR3's p(x | u))."""
+    return isinstance(model, DiffusionModel) and model.diffusion_spec is model.spec and not getattr(model, "needs_image_condition", False)
 
 
 def _denoising_error(model: GenerativeModel, x: Tensor, generator: torch.Generator) -> Tensor:

@@ -372,6 +372,9 @@ def step_to_strength(model: DiffusionModel, step: int) -> float:
 # Checks
 # ================================================================================================
 def _check_model(model: Any, what: str) -> None:
+    if getattr(model, "needs_image_condition", False):
+        raise ConfigError(f"{what} needs a diffusion model of the images themselves; '{model.name}' generates given a "
+                          "low-resolution image (use `genlab upscale`)")
     if not isinstance(model, DiffusionModel):
         name = getattr(model, "name", "") or type(model).__name__
         raise ConfigError(

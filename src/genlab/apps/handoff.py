@@ -26,7 +26,7 @@ __all__ = ["check_hand_off", "hand_off"]
 def check_hand_off(first: object, second: object, at: float) -> None:
     """A ConfigError unless `first` can hand off to `second` at `at` (module docstring)."""
     for role, model in (("the first", first), ("--then", second)):
-        if not isinstance(model, DiffusionModel) or model.diffusion_spec is not model.spec:
+        if not isinstance(model, DiffusionModel) or model.diffusion_spec is not model.spec or getattr(model, "needs_image_condition", False):
             name = getattr(model, "name", type(model).__name__)
             raise ConfigError(f"a hand-off runs two diffusion models in the data's own space; {role} run is {name!r}"
                               + (" (it diffuses latent codes)" if isinstance(model, DiffusionModel) else ""))

@@ -286,6 +286,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default=None)
 
     p = sub.add_parser(
+        "upscale", help="upscale images with a super-resolution run (sr3, sr-regression)",
+        description="Read --image (a file, or a folder of images) at RUN's low resolution (its side / scale; another size "
+                    "is resized to it) and write the upscaled PNG(s) to --out (a file, or a folder of PNGs named as the inputs).",
+    )  # fmt: skip
+    p.add_argument("run", help="run directory of sr3 or sr-regression")
+    p.add_argument("--image", metavar="PATH", required=True, help="a PNG or JPEG, or a folder of them")
+    p.add_argument("--out", metavar="PATH", required=True, help="high.png for one image, a folder for a folder")
+    p.add_argument("--steps", type=int, default=None, help="sr3: sampler steps (default: the model's)")
+    p.add_argument("--sampler", default=None, choices=sampler_choices, metavar="NAME",
+                   help=f"sr3: the sampler, one of {', '.join(sampler_choices)} (default: the model's own)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-ema", action="store_true", help="use the trained weights, not their EMA")
+    p.add_argument("--device", default=None)
+
+    p = sub.add_parser(
         "latent", help="latent-space pictures of an encoder run (interpolate, latent map, rate-distortion)",
         description="Run the latent tools of genlab.apps.latent on a held-out split with the run of an encoder model "
                     "(vae, beta-vae, ae, dae, wae, aae, vq-vae, dvae) and write PNG and JSON files into --out. "
@@ -522,6 +537,17 @@ def cmd_inpaint(args: argparse.Namespace) -> None:
     print(f"wrote {args.image}, {'its mask, ' if args.mask else ''}{args.n} result{'s' if args.n != 1 else ''}{each} side by side to {out}")
 
 
+def cmd_upscale(args: argparse.Namespace) -> None:
+    import genlab
+    from genlab.apps.upscale import upscale_files
+
+    model = genlab.load(args.run, ema=not args.no_ema, device=args.device)
+    written = upscale_files(model, args.image, args.out, seed=args.seed, steps=args.steps, sampler=args.sampler)
+    channels, height, width = model.spec.shape
+    where = written[0] if len(written) == 1 else Path(args.out)
+    say(f"wrote {len(written)} image{'s' if len(written) != 1 else ''} upscaled x{model.config.scale} to {height}x{width} to {where}")
+
+
 def cmd_latent(args: argparse.Namespace) -> None:
     import genlab
     from genlab.apps.latent import write_latent_tools
@@ -543,7 +569,7 @@ def cmd_latent(args: argparse.Namespace) -> None:
 
 
 COMMANDS = {"list": cmd_list, "train": cmd_train, "sample": cmd_sample, "balance": cmd_balance, "anomaly": cmd_anomaly, "encode": cmd_encode, "eval": cmd_eval, "info": cmd_info, "inpaint": cmd_inpaint,
-            "latent": cmd_latent}
+            "latent": cmd_latent, "upscale": cmd_upscale}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
