@@ -33,6 +33,10 @@ TINY = {
     "dit": dict(preset="tiny", hidden=(16,), sample_steps=3),
     "latent-diffusion": dict(preset="tiny", hidden=(16,), sample_steps=3),
     "flow-matching": dict(preset="tiny", hidden=(16,), sample_steps=3),
+    # the weightless stand-in encoder: the default one is an optional extra (tests/test_text_diffusion.py)
+    "text-ddpm": dict(preset="tiny", hidden=(16,), sample_steps=3, text_encoder="hashing"),
+    "sr3": dict(preset="tiny", sample_steps=3, scale=2),
+    "sr-regression": dict(preset="tiny", scale=2),
     "vae": dict(hidden=(16,), channels=(8,), prior_components=4, iw_samples=4),
     "beta-vae": dict(hidden=(16,), channels=(8,), iw_samples=4),
     "aae": dict(hidden=(16,), channels=(8,), discriminator_hidden=(16,)),
@@ -129,6 +133,7 @@ def test_every_model_refuses_the_data_it_is_not_built_for_by_name(name):
 LARGE_SHAPES = {"grey25": (1, 25, 25), "rgb32": (3, 32, 32)}
 TINY_LARGE = {name: {"sample_steps": 3} for name in ("ddpm", "ncsn", "score-sde", "edm", "dit", "flow-matching", "sr3")}
 TINY_LARGE["ncsn"]["sampler"] = "ddim"
+TINY_LARGE["text-ddpm"] = {"sample_steps": 3, "text_encoder": "hashing"}
 
 
 # models of flattened vectors that also take images: their cost grows with the dimension (MAF, IAF

@@ -154,6 +154,7 @@ def draw_samples(
     seed: int = 0,
     where: dict[str, Any] | None = None,
     encoder: Any = None,
+    prompt: str | None = None,
 ) -> Samples:
     """Draw samples with torch.Generator().manual_seed(seed), in one `model.sample` call.
 
@@ -162,8 +163,13 @@ def draw_samples(
     has one row per class. classes: see `resolve_classes`. sampler, steps, guidance_scale: diffusion
     runs only (`sampling_options`); guidance (classifier-free, w > 0) needs classes to steer towards.
     where: table runs: {column: value} to draw rows from p(row | column = value), see
-    `where_conditions` (`encoder`, the run's TableEncoder, names the categories).
+    `where_conditions` (`encoder`, the run's TableEncoder, names the categories). prompt: a text
+    for a text-conditioned run (`text-ddpm`), with classifier-free guidance `guidance_scale` (default:
+    the run's).
     """
+    if prompt is not None:
+        return _prompted(model, prompt, n, classes=classes, where=where, sampler=sampler, steps=steps,
+                         guidance_scale=guidance_scale, seed=seed)
     if where:
         conditions, label = where_conditions(model, where, encoder)
         if conditions is not None:
@@ -270,6 +276,7 @@ def sample_run(
     where: dict[str, Any] | None = None,
     then: str | Path | None = None,
     at: float | None = None,
+    prompt: str | None = None,
 ) -> tuple[Path, Samples]:
     """What `genlab sample` does: load the run (`genlab.load`), `draw_samples` and `write_samples` to
     `out` (default RUN/sample.png); a .csv `out` takes the run's table encoder
@@ -290,11 +297,13 @@ def sample_run(
     if out.suffix.lower() not in WRITTEN_SUFFIXES:
         raise ConfigError(f"'{out}': genlab writes samples as {', '.join(WRITTEN_SUFFIXES)}; not {out.suffix or 'a file without suffix'!r}")
     if then is not None:
+        if prompt is not None:
+            raise ConfigError("--prompt with --then is not supported: a hand-off runs two models of the images alone")
         samples = _hand_off_samples(model, load_model(then, ema=ema, device=device), at, n, classes=classes, sampler=sampler,
                                     steps=steps, guidance_scale=guidance_scale, seed=seed)
     else:
         samples = draw_samples(model, n, classes=classes, sampler=sampler, steps=steps, guidance_scale=guidance_scale, seed=seed,
-                               where=where, encoder=encoder)
+                               where=where, encoder=encoder, prompt=prompt)
     bad = int((~torch.isfinite(samples.x.reshape(len(samples.x), -1))).any(1).sum())
     if bad:
         raise RunError(f"{bad} of {len(samples.x)} samples of run '{run_dir}' are not finite (NaN or infinite), so nothing was written; "
@@ -317,4 +326,25 @@ def _hand_off_samples(first: GenerativeModel, second: GenerativeModel, at: float
     count = len(labels) if labels is not None else n or DEFAULT_SAMPLES
     x = hand_off(first, second, count, at=at, cond=labels, generator=torch.Generator().manual_seed(seed), **options)
     return Samples(x.float().cpu(), labels, per_row)
+
+
+def _prompted(model: GenerativeModel, prompt: str, n: int | None, *, classes, where, sampler, steps, guidance_scale,
+              seed: int) -> Samples:
+    """`draw_samples` given a text prompt: n samples of E(prompt), guided by w."""
+    if not callable(getattr(model, "prompt_embeddings", None)):
+        raise ConfigError(f"--prompt needs a text-conditioned run (text-ddpm); '{model.name}' takes no text"
+                          + ("; it takes --class" if getattr(model, "num_classes", None) else ""))
+    if classes is not None or where:
+        raise ConfigError("give --prompt or --class/--where, not both")
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(f"n={n!r} must be a positive number of samples")
+    options = sampling_options(model, sampler=sampler, steps=steps)
+    if guidance_scale is not None:
+        if guidance_scale < 0:
+            raise ConfigError(f"guidance scale {guidance_scale} must be >= 0 (0: no guidance)")
+        options["guidance_scale"] = guidance_scale
+    count = n or DEFAULT_SAMPLES
+    embedding = model.prompt_embeddings([prompt]).expand(count, -1)
+    x = model.sample(count, cond=embedding, generator=torch.Generator().manual_seed(seed), **options)
+    return Samples(x.float().cpu())
 

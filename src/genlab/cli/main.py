@@ -233,6 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler", default=None, choices=sampler_choices, metavar="NAME",
                    help=f"diffusion runs: the sampler, one of {', '.join(sampler_choices)} (default: auto, the model's own)")
     p.add_argument("--steps", type=int, default=None, help="diffusion runs: sampler steps (default: the model's)")
+    p.add_argument("--prompt", metavar="TEXT", default=None,
+                   help="text-ddpm runs: what to draw, e.g. \"a sneaker\" (guided by --guidance-scale, default the run's)")
     p.add_argument("--then", metavar="RUN_B", default=None,
                    help="diffusion runs: a second run on the same data that finishes the reverse process from --at")
     p.add_argument("--at", type=float, default=None, metavar="SHARE",
@@ -417,12 +419,12 @@ def cmd_sample(args: argparse.Namespace) -> None:
     out, samples = sample_run(
         args.run, args.out, n=args.n, classes=args.classes, sampler=args.sampler, steps=args.steps,
         guidance_scale=args.guidance_scale, seed=args.seed, ema=not args.no_ema, device=args.device,
-        where=parse_where(args.where), then=args.then, at=args.at,
+        where=parse_where(args.where), then=args.then, at=args.at, prompt=args.prompt,
     )  # fmt: skip
     chosen = [] if samples.labels is None else list(dict.fromkeys(samples.labels.tolist()))
     classes = f" of class{'es' if len(chosen) > 1 else ''} {','.join(map(str, chosen))}" if chosen else ""
     given = f" where {', '.join(args.where)}" if args.where else ""
-    handed = f" ({args.run} then {args.then} from {args.at:g} of the way)" if args.then else ""
+    handed = f" ({args.run} then {args.then} from {args.at:g} of the way)" if args.then else (f" for {args.prompt!r}" if args.prompt else "")
     print(f"wrote {len(samples.x)} samples{classes}{given}{handed} of shape {tuple(samples.x.shape[1:])} to {out}")
 
 
