@@ -19,6 +19,13 @@ def _add_data_options(p: argparse.ArgumentParser) -> None:
                    help="loader option, e.g. resize=32, grayscale=true, target=label (repeatable)")
 
 
+def _add_sampler_options(p: argparse.ArgumentParser, steps_help: str, sampler_help: str, choices: Sequence[str]) -> None:
+    """--steps and --sampler of the commands that run a diffusion model's sampler."""
+    p.add_argument("--steps", type=int, default=None, help=f"{steps_help} (default: the model's)")
+    p.add_argument("--sampler", default=None, choices=choices, metavar="NAME",
+                   help=f"{sampler_help}, one of {', '.join(choices)} (default: auto, the model's own)")
+
+
 def _add_train_options(p: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     """A flag per TrainConfig field; returns the actions by field name (their help shows the default)."""
     from genlab.train import TrainConfig
@@ -277,9 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start the regeneration at step K of a DDPM run's T steps (strength K / T; only the --mask region changes)")
     p.add_argument("--mask-blur", type=float, default=0.0, metavar="PIXELS",
                    help="soften the mask's edge over about 2 x PIXELS outside the region, so it blends in (default 0: a hard edge)")
-    p.add_argument("--steps", type=int, default=None, help="steps of a full sampling trajectory (default: the model's)")
-    p.add_argument("--sampler", default=None, choices=sampler_choices, metavar="NAME",
-                   help=f"the sampler, one of {', '.join(sampler_choices)} (default: auto, the model's own)")
+    _add_sampler_options(p, "steps of a full sampling trajectory", "the sampler", sampler_choices)
     p.add_argument("-n", type=int, default=4, help="number of variations (of each class with --class; default 4)")
     _add_class_options(p, "variations")
     p.add_argument("--seed", type=int, default=0)
@@ -295,9 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run directory of sr3 or sr-regression")
     p.add_argument("--image", metavar="PATH", required=True, help="a PNG or JPEG, or a folder of them")
     p.add_argument("--out", metavar="PATH", required=True, help="high.png for one image, a folder for a folder")
-    p.add_argument("--steps", type=int, default=None, help="sr3: sampler steps (default: the model's)")
-    p.add_argument("--sampler", default=None, choices=sampler_choices, metavar="NAME",
-                   help=f"sr3: the sampler, one of {', '.join(sampler_choices)} (default: the model's own)")
+    _add_sampler_options(p, "sr3: sampler steps", "sr3: the sampler", sampler_choices)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-ema", action="store_true", help="use the trained weights, not their EMA")
     p.add_argument("--device", default=None)
