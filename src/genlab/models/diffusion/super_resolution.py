@@ -116,6 +116,9 @@ class _SuperResolution:
         return low
 
     def low_or_preview(self, n: int, low: Tensor | None) -> Tensor:
+        if low is not None and (not torch.is_tensor(low) or not low.is_floating_point()):
+            raise ConfigError(f"{self.name} takes no labels: it is unconditional; pass cond=None (its kept previews) or "
+                              "low-resolution images (B, C, H/scale, W/scale)")
         if low is None:
             return self.preview_low[torch.arange(n, device=self.preview_low.device) % PREVIEW]
         low = self.check_low(low)
@@ -143,7 +146,7 @@ class SR3Config(DiffusionConfig):
         super().validate()
         self._choice("scale", SCALES)
         if self.class_conditional:
-            raise ConfigError("sr3 is conditioned on the low-resolution image, not on labels; leave class_conditional off")
+            raise ConfigError("class labels are not supported: sr3 is conditioned on the low-resolution image; leave class_conditional off")
 
 
 @register("sr3", SR3Config, family="diffusion", summary="SR3 (Saharia et al. 2022): super-resolution by a diffusion model conditioned on the upsampled image")
