@@ -134,7 +134,7 @@ def test_label_dropout_replaces_the_stated_share_of_labels():
     spec = DataSpec("lab", kind="vector", shape=(2,), value_range=(-math.inf, math.inf), num_classes=3)
     model = DiffusionModel(DiffusionConfig(hidden=(8,), class_conditional=True, label_dropout=0.25), spec)
     torch.manual_seed(0)
-    y = model._training_labels(Batch(torch.zeros(40_000, 2), torch.ones(40_000, dtype=torch.long)))
+    y = model.training_condition(Batch(torch.zeros(40_000, 2), torch.ones(40_000, dtype=torch.long)))
     share = (y == 3).float().mean().item()
     assert abs(share - 0.25) < 0.01 and set(y.unique().tolist()) == {1, 3}
 

@@ -297,7 +297,7 @@ class DiffusionModel(GenerativeModel, Standardizer):
         w = self.config.guidance_scale if guidance_scale is None else guidance_scale
         if cond is None or w == 0:
             return lambda x, t: self.eps(x, t, cond)
-        null = torch.full_like(cond, self.num_classes)
+        null = self.null_condition(cond)
 
         def guided(x: Tensor, t: Tensor) -> Tensor:
             both = self.eps(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, null]))  # (2B, ...)
@@ -312,12 +312,19 @@ class DiffusionModel(GenerativeModel, Standardizer):
         t = self.schedule.training_times(x0.shape[0], device=x0.device)
         eps = torch.randn_like(x0)
         x_t = self.schedule.q_sample(x0, t, eps)
-        y = self._training_labels(batch)
+        y = self.training_condition(batch)
         per_sample = self.objective.loss(self.network_output(x_t, t, y), x0, eps, self.schedule.alpha(t), self.schedule.sigma(t))
         total = per_sample.mean()
         return Loss(total, {"denoise": total.detach()})
 
-    def _training_labels(self, batch: Batch) -> Tensor | None:
+    def null_condition(self, cond: Tensor) -> Tensor:
+        """The "no label" condition of classifier-free guidance, cond's shape: the label num_classes."""
+        return torch.full_like(cond, self.num_classes)
+
+    def training_condition(self, batch: Batch) -> Tensor | None:
+        """What the network is conditioned on for a training batch: its labels (B,), a share
+        label_dropout of them replaced by the "no label" token; None for an unconditional model.
+        Conditional subclasses (SR3's image, text-ddpm's caption embedding) override this alone."""
         if self.num_classes is None:
             return None
         if batch.y is None:

@@ -169,15 +169,9 @@ class SR3Model(_SuperResolution, DiffusionModel):
     def initialize(self, train, generator: torch.Generator) -> None:
         self.keep_preview(train)
 
-    def loss(self, batch: Batch) -> Loss:
-        x0 = self.normalize(batch.x)
-        u = self.condition(degrade(batch.x, self.config.scale))
-        t = self.schedule.training_times(x0.shape[0], device=x0.device)
-        eps = torch.randn_like(x0)
-        x_t = self.schedule.q_sample(x0, t, eps)
-        per_sample = self.objective.loss(self.network_output(x_t, t, u), x0, eps, self.schedule.alpha(t), self.schedule.sigma(t))
-        total = per_sample.mean()
-        return Loss(total, {"denoise": total.detach()})
+    def training_condition(self, batch: Batch) -> Tensor:
+        """u = the upsampled low-resolution version of the batch, in the model's space."""
+        return self.condition(degrade(batch.x, self.config.scale))
 
     @torch.no_grad()
     def generate(self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None, **options: Any) -> SampleResult:

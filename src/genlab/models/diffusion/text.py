@@ -20,7 +20,6 @@ from torch import Tensor, nn
 
 from genlab.data.dataset import Batch, DataSpec
 from genlab.errors import ConfigError
-from genlab.models.base import Loss
 from genlab.models.diffusion.model import DiffusionConfig, DiffusionModel, SampleResult
 from genlab.nn.embeddings import ClassEmbedding
 from genlab.nn.text import TEXT_ENCODERS, TextEmbedding, encode_text, text_dim
@@ -102,21 +101,19 @@ class TextDiffusionModel(DiffusionModel):
             raise ConfigError("prompts are a list of non-empty texts, e.g. ['a sneaker']")
         return encode_text(self.config.text_encoder, list(prompts)).to(self.device)
 
-    def loss(self, batch: Batch) -> Loss:
+    def training_condition(self, batch: Batch) -> Tensor:
+        """The caption embedding of each image (a template drawn per image), "no text" (zeros) for a
+        share label_dropout of them, (B, D)."""
         if batch.y is None:
             raise ConfigError("text-ddpm trains on labelled images (their captions come from the labels)")
-        x0 = self.normalize(batch.x)
-        t = self.schedule.training_times(x0.shape[0], device=x0.device)
-        eps = torch.randn_like(x0)
-        x_t = self.schedule.q_sample(x0, t, eps)
-        template = torch.randint(len(self.config.captions), (len(x0),), device=x0.device)
+        template = torch.randint(len(self.config.captions), (len(batch.y),), device=batch.y.device)
         e = self.caption_embeddings[template, batch.y.long()]
         if self.config.label_dropout > 0:
-            keep = torch.rand(len(e), 1, device=e.device) >= self.config.label_dropout
-            e = e * keep  # a row of zeros: "no text"
-        per_sample = self.objective.loss(self.network_output(x_t, t, e), x0, eps, self.schedule.alpha(t), self.schedule.sigma(t))
-        total = per_sample.mean()
-        return Loss(total, {"denoise": total.detach()})
+            e = e * (torch.rand(len(e), 1, device=e.device) >= self.config.label_dropout)
+        return e
+
+    def null_condition(self, cond: Tensor) -> Tensor:
+        return torch.zeros_like(cond)  # a row of zeros: "no text" (TextEmbedding's learned vector)
 
     def text_condition(self, cond: Tensor | None, n: int) -> Tensor | None:
         """Embeddings (n, D) from embeddings or labels (n,) (the first template's captions), or None."""
@@ -129,19 +126,6 @@ class TextDiffusionModel(DiffusionModel):
             return cond
         labels = self.check_labels(cond, n, self.num_classes)
         return self.caption_embeddings[0, labels]
-
-    def eps_fn(self, cond: Tensor | None = None, guidance_scale: float | None = None) -> Callable[[Tensor, Tensor], Tensor]:
-        """eps(x, e), or with guidance w > 0: (1 + w) eps(x, e) - w eps(x, no text); cond: embeddings (B, D)."""
-        w = self.config.guidance_scale if guidance_scale is None else guidance_scale
-        if cond is None or w == 0:
-            return lambda x, t: self.eps(x, t, cond)
-
-        def guided(x: Tensor, t: Tensor) -> Tensor:
-            both = self.eps(torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond, torch.zeros_like(cond)]))
-            conditional, unconditional = both.chunk(2)
-            return (1 + w) * conditional - w * unconditional
-
-        return guided
 
     @torch.no_grad()
     def generate(self, n: int, cond: Tensor | None = None, generator: torch.Generator | None = None, *,
