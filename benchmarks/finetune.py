@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import genlab  # noqa: E402
 from genlab.metrics.evaluate import evaluate_samples  # noqa: E402
 from genlab.metrics.report import sample_in_batches  # noqa: E402
-from _common import add_run_options, environment, format_table, write_json  # noqa: E402
+from _common import add_run_options, environment, format_table, rank_within_groups, write_json  # noqa: E402
 
 MODELS = ("vae", "dcgan", "ddpm")
 TARGETS = ("fashion", "olivetti")
@@ -58,13 +58,9 @@ def olivetti_target(root: str, work: Path, per_person: int = 5):
     faces = np.load(Path(root) / "olivetti-faces" / "faces.npz", allow_pickle=False)
     x = torch.from_numpy(faces["x"]).float().unsqueeze(1) / 255.0  # (400, 1, 64, 64)
     small = (F.interpolate(x, size=(28, 28), mode="area") * 255.0).round().to(torch.uint8)
-    people = torch.from_numpy(faces["y"]).long()
-    rank = torch.zeros(len(people), dtype=torch.long)
-    for person in people.unique():  # 40 people: the set-up, not a hot path
-        rows = torch.nonzero(people == person).flatten()
-        rank[rows] = torch.arange(len(rows))
+    rank = rank_within_groups(torch.from_numpy(faces["y"]).long())
     path = work / "olivetti-28.npz"
-    np.savez(path, x=small.numpy(), y=people.numpy())
+    np.savez(path, x=small.numpy(), y=faces["y"])
     data = genlab.data.load(str(path), seed=0)
     train, reference = torch.nonzero(rank < per_person).flatten(), torch.nonzero(rank >= per_person).flatten()
     return data.subset(train), data.subset(reference).tensors()[0]

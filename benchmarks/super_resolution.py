@@ -34,7 +34,7 @@ import genlab  # noqa: E402
 from genlab.metrics.evaluate import evaluate_samples  # noqa: E402
 from genlab.metrics.image_quality import psnr, ssim  # noqa: E402
 from genlab.models.diffusion.super_resolution import degrade, upsample  # noqa: E402
-from _common import add_run_options, environment, format_table, write_json  # noqa: E402
+from _common import add_run_options, environment, format_table, rank_within_groups, write_json  # noqa: E402
 
 CASES = {"mnist-7-28": ("mnist", 4), "mnist-14-28": ("mnist", 2), "faces-16-64": ("faces", 4)}
 MODELS = ("sr3", "sr-regression")
@@ -48,11 +48,7 @@ def case_data(case: str, root: str, work: Path, n: int):
     faces = np.load(Path(root) / "olivetti-faces" / "faces.npz", allow_pickle=False)
     np.savez(work / "faces.npz", x=faces["x"][:, None], y=faces["y"])
     data = genlab.data.load(str(work / "faces.npz"), seed=0)
-    people = data.labels
-    rank = torch.zeros(len(people), dtype=torch.long)
-    for person in people.unique():  # 40 people: the set-up, not a hot path
-        rows = torch.nonzero(people == person).flatten()
-        rank[rows] = torch.arange(len(rows))
+    rank = rank_within_groups(data.labels)
     return data.subset(torch.nonzero(rank < 8).flatten()), data.subset(torch.nonzero(rank >= 8).flatten()).tensors()[0], scale
 
 
