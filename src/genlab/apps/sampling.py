@@ -137,6 +137,11 @@ def sampling_options(
     return given
 
 
+def _check_count(n: int | None) -> None:
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ConfigError(f"n={n!r} must be a positive number of samples")
+
+
 def class_labels(classes: Sequence[int], per_class: int) -> Tensor:
     """(len(classes) * per_class,) long labels: per_class copies of each class, in order."""
     return torch.tensor(list(classes), dtype=torch.long).repeat_interleave(per_class)
@@ -182,8 +187,7 @@ def draw_samples(
         classes = [label]
     chosen = resolve_classes(model, classes)
     options = sampling_options(model, sampler=sampler, steps=steps, guidance_scale=guidance_scale, classes=chosen)
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ConfigError(f"n={n!r} must be a positive number of samples")
+    _check_count(n)
     labels, per_row = None, None
     if chosen is not None and len(chosen) > 1:
         per_row = n or DEFAULT_PER_CLASS
@@ -319,8 +323,7 @@ def _hand_off_samples(first: GenerativeModel, second: GenerativeModel, at: float
     check_hand_off(first, second, at)
     chosen = resolve_classes(first, classes)
     options = sampling_options(first, sampler=sampler, steps=steps, guidance_scale=guidance_scale, classes=chosen)
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ConfigError(f"n={n!r} must be a positive number of samples")
+    _check_count(n)
     per_row = (n or DEFAULT_PER_CLASS) if chosen is not None and len(chosen) > 1 else None
     labels = None if chosen is None else class_labels(chosen, per_row or n or DEFAULT_SAMPLES)
     count = len(labels) if labels is not None else n or DEFAULT_SAMPLES
@@ -336,8 +339,7 @@ def _prompted(model: GenerativeModel, prompt: str, n: int | None, *, classes, wh
                           + ("; it takes --class" if getattr(model, "num_classes", None) else ""))
     if classes is not None or where:
         raise ConfigError("give --prompt or --class/--where, not both")
-    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
-        raise ConfigError(f"n={n!r} must be a positive number of samples")
+    _check_count(n)
     options = sampling_options(model, sampler=sampler, steps=steps)
     if guidance_scale is not None:
         if guidance_scale < 0:
