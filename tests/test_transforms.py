@@ -46,3 +46,19 @@ def test_vae_says_what_its_bound_measures():
     sample = gaussian.sample(6, generator=torch.Generator().manual_seed(0))
     assert torch.allclose(sample * 16, (sample * 16).round(), atol=1e-5)  # quantized to the data's levels
     assert genlab.create("vae", data=data, likelihood="gaussian", dequantize=False).likelihood_kind() == "continuous"
+
+
+
+def test_gaussian_blur_is_the_normalised_gaussian_kernel():
+    from genlab.data.transforms import gaussian_blur
+
+    impulse = torch.zeros(1, 1, 15, 15)
+    impulse[..., 7, 7] = 1.0
+    blurred = gaussian_blur(impulse, 1.2)[0, 0]
+    g = torch.exp(-0.5 * (torch.arange(-4, 5, dtype=torch.float64) / 1.2) ** 2)  # radius ceil(3 sigma) = 4
+    g = g / g.sum()
+    torch.testing.assert_close(blurred.double(), torch.outer(g, g).new_zeros(15, 15).index_put_(
+        (torch.arange(3, 12)[:, None], torch.arange(3, 12)[None]), torch.outer(g, g)), atol=1e-6, rtol=1e-5)
+    assert math.isclose(float(blurred.sum()), 1.0, rel_tol=1e-5)
+    torch.testing.assert_close(gaussian_blur(torch.full((2, 3, 6, 6), 0.4), 2.0), torch.full((2, 3, 6, 6), 0.4))
+    assert torch.equal(gaussian_blur(impulse, 0.0), impulse)
